@@ -117,7 +117,7 @@ class Guard:
 class Declare:
     name: str
     ctype: str           # 'acc' (the kernel's scalar type), 'vec' (a vector of it), 'index', 'vbuf' (a stack
-    #                      array of ``value`` vectors)
+    #                      array of ``value`` vectors), 'buf' (a stack array of ``value`` scalars)
     value: object
     kind: str = 'declare'
 

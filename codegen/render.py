@@ -11,7 +11,7 @@ from functools import cache
 
 import jinja2
 import sympy
-from sympy import S, Symbol
+from sympy import Or, S, Symbol
 
 from .ir import Kernel
 from .lower import PARALLEL_WORK, lower
@@ -77,6 +77,11 @@ def c_parameters(kernel: Kernel, rule: KernelRule, dtype: str) -> dict:
     return args
 
 
+def _conjunction(conds, printer: CPrinter) -> str:
+    """The conditions joined by &&, a disjunction among them in parentheses (C's && binds tighter)."""
+    return ' && '.join(f'({printer.doprint(c)})' if isinstance(c, Or) else printer.doprint(c) for c in conds)
+
+
 def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> list:
     """Printed nodes for the templates.  A loop's upper bound that is not a plain symbol or number is
     computed once, in the loop's init (C evaluates the condition every iteration, and a compiler does
@@ -94,10 +99,13 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
                             step=step, parallel=n.parallel, work=printer.doprint(n.work), flags=n.flags,
                             team=False, body=printed_nodes(n.body, printer, real, inner)))
         elif n.kind == 'guard':
-            out.append(dict(kind='guard', cond=' && '.join(printer.doprint(c) for c in n.conds),
+            out.append(dict(kind='guard', cond=_conjunction(n.conds, printer),
                             body=printed_nodes(n.body, printer, real, collapsed)))
         elif n.kind == 'declare' and n.ctype == 'vbuf':   # a stack buffer of vectors (C99 VLA)
             out.append(dict(kind='call', call=f'{VECTOR[real]} {identifier(n.name)}[{printer.doprint(n.value)}]',
+                            name=identifier(n.name)))
+        elif n.kind == 'declare' and n.ctype == 'buf':   # a stack array of scalars (C99 VLA)
+            out.append(dict(kind='call', call=f'{real} {identifier(n.name)}[{printer.doprint(n.value)}]',
                             name=identifier(n.name)))
         elif n.kind == 'declare' and n.ctype == 'vindex':
             out.append(dict(kind='call', call=f'{VECTOR[real]}p {n.name} = bp_vtap_{printer.suffix}('
@@ -108,7 +116,7 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
             value = '{0}' if n.ctype == 'vec' and n.value == 0 else printer.doprint(n.value)
             out.append(dict(kind='declare', name=identifier(n.name), ctype=ctype, value=value))
         elif n.kind in ('branch', 'ifdef'):
-            cond = n.macro if n.kind == 'ifdef' else ' && '.join(printer.doprint(c) for c in n.conds)
+            cond = n.macro if n.kind == 'ifdef' else _conjunction(n.conds, printer)
             out.append(dict(kind=n.kind, cond=cond, then=printed_nodes(n.then, printer, real),
                             otherwise=printed_nodes(n.otherwise, printer, real)))
         elif n.kind == 'vstore':

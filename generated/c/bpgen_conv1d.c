@@ -4464,656 +4464,389 @@ static void bpgen_conv1d_f32_part5(float *restrict output, const float *restrict
 static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(3)
+    #pragma omp for schedule(static) collapse(2)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
-            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                if (k_b + 8 <= KG) {
-                    int64_t vlo = P0;
-                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                    if (O0 >= BP_LANES_F) {
-                        for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O0; v0 <= v0_end; v0 += 2*BP_LANES_F) {
-                            if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
-                                bp_vf v_0_0 = {0};
-                                bp_vf v_0_1 = {0};
-                                bp_vf v_1_0 = {0};
-                                bp_vf v_1_1 = {0};
-                                bp_vf v_2_0 = {0};
-                                bp_vf v_2_1 = {0};
-                                bp_vf v_3_0 = {0};
-                                bp_vf v_3_1 = {0};
-                                bp_vf v_4_0 = {0};
-                                bp_vf v_4_1 = {0};
-                                bp_vf v_5_0 = {0};
-                                bp_vf v_5_1 = {0};
-                                bp_vf v_6_0 = {0};
-                                bp_vf v_6_1 = {0};
-                                bp_vf v_7_0 = {0};
-                                bp_vf v_7_1 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
-                                        float x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                        float x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                        float x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                        float x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                        float x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                        float x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                        float x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                        v_0_0 += x0*x1;
-                                        v_0_1 += x0*x2;
-                                        v_1_0 += x1*x3;
-                                        v_1_1 += x2*x3;
-                                        v_2_0 += x1*x4;
-                                        v_2_1 += x2*x4;
-                                        v_3_0 += x1*x5;
-                                        v_3_1 += x2*x5;
-                                        v_4_0 += x1*x6;
-                                        v_4_1 += x2*x6;
-                                        v_5_0 += x1*x7;
-                                        v_5_1 += x2*x7;
-                                        v_6_0 += x1*x8;
-                                        v_6_1 += x2*x8;
-                                        v_7_0 += x1*x9;
-                                        v_7_1 += x2*x9;
-                                    }
-                                }
-                                bp_vf t_0_0 = v_0_0;
-                                if ((bias != NULL)) {
-                                    t_0_0 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                bp_vf t_0_1 = v_0_1;
-                                if ((bias != NULL)) {
-                                    t_0_1 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
-                                bp_vf t_1_0 = v_1_0;
-                                if ((bias != NULL)) {
-                                    t_1_0 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
-                                bp_vf t_1_1 = v_1_1;
-                                if ((bias != NULL)) {
-                                    t_1_1 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
-                                bp_vf t_2_0 = v_2_0;
-                                if ((bias != NULL)) {
-                                    t_2_0 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
-                                bp_vf t_2_1 = v_2_1;
-                                if ((bias != NULL)) {
-                                    t_2_1 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
-                                bp_vf t_3_0 = v_3_0;
-                                if ((bias != NULL)) {
-                                    t_3_0 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
-                                bp_vf t_3_1 = v_3_1;
-                                if ((bias != NULL)) {
-                                    t_3_1 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
-                                bp_vf t_4_0 = v_4_0;
-                                if ((bias != NULL)) {
-                                    t_4_0 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
-                                bp_vf t_4_1 = v_4_1;
-                                if ((bias != NULL)) {
-                                    t_4_1 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 4*O0 + v0), 1, t_4_1);
-                                bp_vf t_5_0 = v_5_0;
-                                if ((bias != NULL)) {
-                                    t_5_0 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
-                                bp_vf t_5_1 = v_5_1;
-                                if ((bias != NULL)) {
-                                    t_5_1 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 5*O0 + v0), 1, t_5_1);
-                                bp_vf t_6_0 = v_6_0;
-                                if ((bias != NULL)) {
-                                    t_6_0 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
-                                bp_vf t_6_1 = v_6_1;
-                                if ((bias != NULL)) {
-                                    t_6_1 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 6*O0 + v0), 1, t_6_1);
-                                bp_vf t_7_0 = v_7_0;
-                                if ((bias != NULL)) {
-                                    t_7_0 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
-                                bp_vf t_7_1 = v_7_1;
-                                if ((bias != NULL)) {
-                                    t_7_1 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 7*O0 + v0), 1, t_7_1);
-                            } else {
-                                bp_vf v_0_0 = {0};
-                                bp_vf v_0_1 = {0};
-                                bp_vf v_1_0 = {0};
-                                bp_vf v_1_1 = {0};
-                                bp_vf v_2_0 = {0};
-                                bp_vf v_2_1 = {0};
-                                bp_vf v_3_0 = {0};
-                                bp_vf v_3_1 = {0};
-                                bp_vf v_4_0 = {0};
-                                bp_vf v_4_1 = {0};
-                                bp_vf v_5_0 = {0};
-                                bp_vf v_5_1 = {0};
-                                bp_vf v_6_0 = {0};
-                                bp_vf v_6_1 = {0};
-                                bp_vf v_7_0 = {0};
-                                bp_vf v_7_1 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                    int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
-                                        float x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                        float x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                        float x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                        float x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                        float x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                        float x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                        float x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                        v_0_0 += x0*x1;
-                                        v_0_1 += x0*x2;
-                                        v_1_0 += x1*x3;
-                                        v_1_1 += x2*x3;
-                                        v_2_0 += x1*x4;
-                                        v_2_1 += x2*x4;
-                                        v_3_0 += x1*x5;
-                                        v_3_1 += x2*x5;
-                                        v_4_0 += x1*x6;
-                                        v_4_1 += x2*x6;
-                                        v_5_0 += x1*x7;
-                                        v_5_1 += x2*x7;
-                                        v_6_0 += x1*x8;
-                                        v_6_1 += x2*x8;
-                                        v_7_0 += x1*x9;
-                                        v_7_1 += x2*x9;
-                                    }
-                                }
-                                bp_vf t_0_0 = v_0_0;
-                                if ((bias != NULL)) {
-                                    t_0_0 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                bp_vf t_0_1 = v_0_1;
-                                if ((bias != NULL)) {
-                                    t_0_1 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
-                                bp_vf t_1_0 = v_1_0;
-                                if ((bias != NULL)) {
-                                    t_1_0 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
-                                bp_vf t_1_1 = v_1_1;
-                                if ((bias != NULL)) {
-                                    t_1_1 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
-                                bp_vf t_2_0 = v_2_0;
-                                if ((bias != NULL)) {
-                                    t_2_0 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
-                                bp_vf t_2_1 = v_2_1;
-                                if ((bias != NULL)) {
-                                    t_2_1 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
-                                bp_vf t_3_0 = v_3_0;
-                                if ((bias != NULL)) {
-                                    t_3_0 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
-                                bp_vf t_3_1 = v_3_1;
-                                if ((bias != NULL)) {
-                                    t_3_1 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
-                                bp_vf t_4_0 = v_4_0;
-                                if ((bias != NULL)) {
-                                    t_4_0 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
-                                bp_vf t_4_1 = v_4_1;
-                                if ((bias != NULL)) {
-                                    t_4_1 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 4*O0 + v0), 1, t_4_1);
-                                bp_vf t_5_0 = v_5_0;
-                                if ((bias != NULL)) {
-                                    t_5_0 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
-                                bp_vf t_5_1 = v_5_1;
-                                if ((bias != NULL)) {
-                                    t_5_1 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 5*O0 + v0), 1, t_5_1);
-                                bp_vf t_6_0 = v_6_0;
-                                if ((bias != NULL)) {
-                                    t_6_0 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
-                                bp_vf t_6_1 = v_6_1;
-                                if ((bias != NULL)) {
-                                    t_6_1 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 6*O0 + v0), 1, t_6_1);
-                                bp_vf t_7_0 = v_7_0;
-                                if ((bias != NULL)) {
-                                    t_7_0 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
-                                bp_vf t_7_1 = v_7_1;
-                                if ((bias != NULL)) {
-                                    t_7_1 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 7*O0 + v0), 1, t_7_1);
-                            }
-                        }
-                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F);
-                        for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
-                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                bp_vf v_0 = {0};
-                                bp_vf v_1 = {0};
-                                bp_vf v_2 = {0};
-                                bp_vf v_3 = {0};
-                                bp_vf v_4 = {0};
-                                bp_vf v_5 = {0};
-                                bp_vf v_6 = {0};
-                                bp_vf v_7 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                        v_0 += x0*x1;
-                                        v_1 += x1*x2;
-                                        v_2 += x1*x3;
-                                        v_3 += x1*x4;
-                                        v_4 += x1*x5;
-                                        v_5 += x1*x6;
-                                        v_6 += x1*x7;
-                                        v_7 += x1*x8;
-                                    }
-                                }
-                                bp_vf t_0 = v_0;
-                                if ((bias != NULL)) {
-                                    t_0 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                bp_vf t_1 = v_1;
-                                if ((bias != NULL)) {
-                                    t_1 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                bp_vf t_2 = v_2;
-                                if ((bias != NULL)) {
-                                    t_2 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                bp_vf t_3 = v_3;
-                                if ((bias != NULL)) {
-                                    t_3 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                bp_vf t_4 = v_4;
-                                if ((bias != NULL)) {
-                                    t_4 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                bp_vf t_5 = v_5;
-                                if ((bias != NULL)) {
-                                    t_5 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                bp_vf t_6 = v_6;
-                                if ((bias != NULL)) {
-                                    t_6 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                bp_vf t_7 = v_7;
-                                if ((bias != NULL)) {
-                                    t_7 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                            } else {
-                                bp_vf v_0 = {0};
-                                bp_vf v_1 = {0};
-                                bp_vf v_2 = {0};
-                                bp_vf v_3 = {0};
-                                bp_vf v_4 = {0};
-                                bp_vf v_5 = {0};
-                                bp_vf v_6 = {0};
-                                bp_vf v_7 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                        v_0 += x0*x1;
-                                        v_1 += x1*x2;
-                                        v_2 += x1*x3;
-                                        v_3 += x1*x4;
-                                        v_4 += x1*x5;
-                                        v_5 += x1*x6;
-                                        v_6 += x1*x7;
-                                        v_7 += x1*x8;
-                                    }
-                                }
-                                bp_vf t_0 = v_0;
-                                if ((bias != NULL)) {
-                                    t_0 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                bp_vf t_1 = v_1;
-                                if ((bias != NULL)) {
-                                    t_1 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                bp_vf t_2 = v_2;
-                                if ((bias != NULL)) {
-                                    t_2 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                bp_vf t_3 = v_3;
-                                if ((bias != NULL)) {
-                                    t_3 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                bp_vf t_4 = v_4;
-                                if ((bias != NULL)) {
-                                    t_4 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                bp_vf t_5 = v_5;
-                                if ((bias != NULL)) {
-                                    t_5 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                bp_vf t_6 = v_6;
-                                if ((bias != NULL)) {
-                                    t_6 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                bp_vf t_7 = v_7;
-                                if ((bias != NULL)) {
-                                    t_7 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                            }
-                        }
-                        if (((O0) % BP_LANES_F) != 0) {
-                            for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
-                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vf t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                    bp_vf t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                    bp_vf t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                    bp_vf t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                    bp_vf t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                    bp_vf t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                    bp_vf t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                    bp_vf t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                } else {
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vf t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                    bp_vf t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                    bp_vf t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                    bp_vf t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                    bp_vf t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                    bp_vf t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                    bp_vf t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                    bp_vf t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                }
-                            }
-                        }
-                    } else {
-                        int64_t v0 = 0;
-                        bp_vf v_0 = {0};
-                        bp_vf v_1 = {0};
-                        bp_vf v_2 = {0};
-                        bp_vf v_3 = {0};
-                        bp_vf v_4 = {0};
-                        bp_vf v_5 = {0};
-                        bp_vf v_6 = {0};
-                        bp_vf v_7 = {0};
-                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                v_0 += x0*x1;
-                                v_1 += x1*x2;
-                                v_2 += x1*x3;
-                                v_3 += x1*x4;
-                                v_4 += x1*x5;
-                                v_5 += x1*x6;
-                                v_6 += x1*x7;
-                                v_7 += x1*x8;
-                            }
-                        }
-                        bp_vf t_0 = v_0;
-                        if ((bias != NULL)) {
-                            t_0 += bias[KG*g + k_b];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
-                        bp_vf t_1 = v_1;
-                        if ((bias != NULL)) {
-                            t_1 += bias[KG*g + k_b + 1];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
-                        bp_vf t_2 = v_2;
-                        if ((bias != NULL)) {
-                            t_2 += bias[KG*g + k_b + 2];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
-                        bp_vf t_3 = v_3;
-                        if ((bias != NULL)) {
-                            t_3 += bias[KG*g + k_b + 3];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
-                        bp_vf t_4 = v_4;
-                        if ((bias != NULL)) {
-                            t_4 += bias[KG*g + k_b + 4];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
-                        bp_vf t_5 = v_5;
-                        if ((bias != NULL)) {
-                            t_5 += bias[KG*g + k_b + 5];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
-                        bp_vf t_6 = v_6;
-                        if ((bias != NULL)) {
-                            t_6 += bias[KG*g + k_b + 6];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
-                        bp_vf t_7 = v_7;
-                        if ((bias != NULL)) {
-                            t_7 += bias[KG*g + k_b + 7];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
+            if (CG*(D0*K0 - D0 + O0) <= 32768 && (P0 > 0 || bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1) < O0 - 1)) {
+                float pad[CG*(D0*K0 - D0 + O0)];
+                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                    for (int64_t pj = 0, pj_end = bp_min(P0, D0*K0 - D0 + O0) - 1; pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = 0;
                     }
-                } else {
-                    int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F);
-                    int64_t vlo = P0;
-                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
-                        int64_t k_b = k_b1;
+                    for (int64_t pj = P0, pj_end = bp_min(H0 + P0 - 1, D0*K0 - D0 + O0 - 1); pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = input[H0*(CG*(G*n + g) + c) - P0 + pj];
+                    }
+                    for (int64_t pj = H0 + P0, pj_end = D0*K0 - D0 + O0 - 1; pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = 0;
+                    }
+                }
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
+                    if (k_b + 8 <= KG) {
                         if (O0 >= BP_LANES_F) {
                             for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O0; v0 <= v0_end; v0 += 2*BP_LANES_F) {
-                                if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_0_1 = {0};
+                                bp_vf v_1_0 = {0};
+                                bp_vf v_1_1 = {0};
+                                bp_vf v_2_0 = {0};
+                                bp_vf v_2_1 = {0};
+                                bp_vf v_3_0 = {0};
+                                bp_vf v_3_1 = {0};
+                                bp_vf v_4_0 = {0};
+                                bp_vf v_4_1 = {0};
+                                bp_vf v_5_0 = {0};
+                                bp_vf v_5_1 = {0};
+                                bp_vf v_6_0 = {0};
+                                bp_vf v_6_1 = {0};
+                                bp_vf v_7_0 = {0};
+                                bp_vf v_7_1 = {0};
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                        float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        bp_vf x2 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + BP_LANES_F + O0*c + v0), 1);
+                                        float x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                        float x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                        float x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                        float x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                        float x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                        float x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                        float x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x1*x2;
+                                        v_1_0 += x0*x3;
+                                        v_1_1 += x2*x3;
+                                        v_2_0 += x0*x4;
+                                        v_2_1 += x2*x4;
+                                        v_3_0 += x0*x5;
+                                        v_3_1 += x2*x5;
+                                        v_4_0 += x0*x6;
+                                        v_4_1 += x2*x6;
+                                        v_5_0 += x0*x7;
+                                        v_5_1 += x2*x7;
+                                        v_6_0 += x0*x8;
+                                        v_6_1 += x2*x8;
+                                        v_7_0 += x0*x9;
+                                        v_7_1 += x2*x9;
+                                    }
+                                }
+                                bp_vf t_0_0 = v_0_0;
+                                if ((bias != NULL)) {
+                                    t_0_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                bp_vf t_0_1 = v_0_1;
+                                if ((bias != NULL)) {
+                                    t_0_1 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                bp_vf t_1_0 = v_1_0;
+                                if ((bias != NULL)) {
+                                    t_1_0 += bias[KG*g + k_b + 1];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                bp_vf t_1_1 = v_1_1;
+                                if ((bias != NULL)) {
+                                    t_1_1 += bias[KG*g + k_b + 1];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
+                                bp_vf t_2_0 = v_2_0;
+                                if ((bias != NULL)) {
+                                    t_2_0 += bias[KG*g + k_b + 2];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                bp_vf t_2_1 = v_2_1;
+                                if ((bias != NULL)) {
+                                    t_2_1 += bias[KG*g + k_b + 2];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                bp_vf t_3_0 = v_3_0;
+                                if ((bias != NULL)) {
+                                    t_3_0 += bias[KG*g + k_b + 3];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                bp_vf t_3_1 = v_3_1;
+                                if ((bias != NULL)) {
+                                    t_3_1 += bias[KG*g + k_b + 3];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                bp_vf t_4_0 = v_4_0;
+                                if ((bias != NULL)) {
+                                    t_4_0 += bias[KG*g + k_b + 4];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
+                                bp_vf t_4_1 = v_4_1;
+                                if ((bias != NULL)) {
+                                    t_4_1 += bias[KG*g + k_b + 4];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 4*O0 + v0), 1, t_4_1);
+                                bp_vf t_5_0 = v_5_0;
+                                if ((bias != NULL)) {
+                                    t_5_0 += bias[KG*g + k_b + 5];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
+                                bp_vf t_5_1 = v_5_1;
+                                if ((bias != NULL)) {
+                                    t_5_1 += bias[KG*g + k_b + 5];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 5*O0 + v0), 1, t_5_1);
+                                bp_vf t_6_0 = v_6_0;
+                                if ((bias != NULL)) {
+                                    t_6_0 += bias[KG*g + k_b + 6];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
+                                bp_vf t_6_1 = v_6_1;
+                                if ((bias != NULL)) {
+                                    t_6_1 += bias[KG*g + k_b + 6];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 6*O0 + v0), 1, t_6_1);
+                                bp_vf t_7_0 = v_7_0;
+                                if ((bias != NULL)) {
+                                    t_7_0 += bias[KG*g + k_b + 7];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
+                                bp_vf t_7_1 = v_7_1;
+                                if ((bias != NULL)) {
+                                    t_7_1 += bias[KG*g + k_b + 7];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 7*O0 + v0), 1, t_7_1);
+                            }
+                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F);
+                            for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                bp_vf v_0 = {0};
+                                bp_vf v_1 = {0};
+                                bp_vf v_2 = {0};
+                                bp_vf v_3 = {0};
+                                bp_vf v_4 = {0};
+                                bp_vf v_5 = {0};
+                                bp_vf v_6 = {0};
+                                bp_vf v_7 = {0};
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                        float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                bp_vf t_1 = v_1;
+                                if ((bias != NULL)) {
+                                    t_1 += bias[KG*g + k_b + 1];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                bp_vf t_2 = v_2;
+                                if ((bias != NULL)) {
+                                    t_2 += bias[KG*g + k_b + 2];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                bp_vf t_3 = v_3;
+                                if ((bias != NULL)) {
+                                    t_3 += bias[KG*g + k_b + 3];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                bp_vf t_4 = v_4;
+                                if ((bias != NULL)) {
+                                    t_4 += bias[KG*g + k_b + 4];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                bp_vf t_5 = v_5;
+                                if ((bias != NULL)) {
+                                    t_5 += bias[KG*g + k_b + 5];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                bp_vf t_6 = v_6;
+                                if ((bias != NULL)) {
+                                    t_6 += bias[KG*g + k_b + 6];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                bp_vf t_7 = v_7;
+                                if ((bias != NULL)) {
+                                    t_7 += bias[KG*g + k_b + 7];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                            }
+                            if (((O0) % BP_LANES_F) != 0) {
+                                for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vf v_0 = {0};
+                            bp_vf v_1 = {0};
+                            bp_vf v_2 = {0};
+                            bp_vf v_3 = {0};
+                            bp_vf v_4 = {0};
+                            bp_vf v_5 = {0};
+                            bp_vf v_6 = {0};
+                            bp_vf v_7 = {0};
+                            int64_t x0_lanes = bp_lane_mask_f(-v0, O0 - v0 - 1);
+                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    bp_vf x0 = bp_vload_masked_f(pad, D0*K0*c - D0*c + D0*m0 + O0*c + v0, 1, x0_lanes);
+                                    float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x0*x2;
+                                    v_2 += x0*x3;
+                                    v_3 += x0*x4;
+                                    v_4 += x0*x5;
+                                    v_5 += x0*x6;
+                                    v_6 += x0*x7;
+                                    v_7 += x0*x8;
+                                }
+                            }
+                            bp_vf t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                            bp_vf t_1 = v_1;
+                            if ((bias != NULL)) {
+                                t_1 += bias[KG*g + k_b + 1];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                            bp_vf t_2 = v_2;
+                            if ((bias != NULL)) {
+                                t_2 += bias[KG*g + k_b + 2];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                            bp_vf t_3 = v_3;
+                            if ((bias != NULL)) {
+                                t_3 += bias[KG*g + k_b + 3];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                            bp_vf t_4 = v_4;
+                            if ((bias != NULL)) {
+                                t_4 += bias[KG*g + k_b + 4];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                            bp_vf t_5 = v_5;
+                            if ((bias != NULL)) {
+                                t_5 += bias[KG*g + k_b + 5];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                            bp_vf t_6 = v_6;
+                            if ((bias != NULL)) {
+                                t_6 += bias[KG*g + k_b + 6];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                            bp_vf t_7 = v_7;
+                            if ((bias != NULL)) {
+                                t_7 += bias[KG*g + k_b + 7];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F);
+                        for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            if (O0 >= BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O0; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                     bp_vf v_0_0 = {0};
                                     bp_vf v_0_1 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x2 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + BP_LANES_F + O0*c + v0), 1);
                                             v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
+                                            v_0_1 += x1*x2;
                                         }
                                     }
                                     bp_vf t_0_0 = v_0_0;
@@ -5126,9 +4859,210 @@ static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict
                                         t_0_1 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf v_0 = {0};
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                }
+                                if (((O0) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                int64_t x0_lanes = bp_lane_mask_f(-v0, O0 - v0 - 1);
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vf x0 = bp_vload_masked_f(pad, D0*K0*c - D0*c + D0*m0 + O0*c + v0, 1, x0_lanes);
+                                        float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                            }
+                        }
+                    }
+                }
+            } else {
+                int64_t vlo = P0;
+                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
+                    if (k_b + 8 <= KG) {
+                        if (O0 >= BP_LANES_F) {
+                            for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O0; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_1_1 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_2_1 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    bp_vf v_3_1 = {0};
+                                    bp_vf v_4_0 = {0};
+                                    bp_vf v_4_1 = {0};
+                                    bp_vf v_5_0 = {0};
+                                    bp_vf v_5_1 = {0};
+                                    bp_vf v_6_0 = {0};
+                                    bp_vf v_6_1 = {0};
+                                    bp_vf v_7_0 = {0};
+                                    bp_vf v_7_1 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
+                                            float x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            float x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_1_0 += x1*x3;
+                                            v_1_1 += x2*x3;
+                                            v_2_0 += x1*x4;
+                                            v_2_1 += x2*x4;
+                                            v_3_0 += x1*x5;
+                                            v_3_1 += x2*x5;
+                                            v_4_0 += x1*x6;
+                                            v_4_1 += x2*x6;
+                                            v_5_0 += x1*x7;
+                                            v_5_1 += x2*x7;
+                                            v_6_0 += x1*x8;
+                                            v_6_1 += x2*x8;
+                                            v_7_0 += x1*x9;
+                                            v_7_1 += x2*x9;
+                                        }
+                                    }
+                                    bp_vf t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vf t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                    bp_vf t_1_0 = v_1_0;
+                                    if ((bias != NULL)) {
+                                        t_1_0 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                    bp_vf t_1_1 = v_1_1;
+                                    if ((bias != NULL)) {
+                                        t_1_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
+                                    bp_vf t_2_0 = v_2_0;
+                                    if ((bias != NULL)) {
+                                        t_2_0 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                    bp_vf t_2_1 = v_2_1;
+                                    if ((bias != NULL)) {
+                                        t_2_1 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                    bp_vf t_3_0 = v_3_0;
+                                    if ((bias != NULL)) {
+                                        t_3_0 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                    bp_vf t_3_1 = v_3_1;
+                                    if ((bias != NULL)) {
+                                        t_3_1 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                    bp_vf t_4_0 = v_4_0;
+                                    if ((bias != NULL)) {
+                                        t_4_0 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
+                                    bp_vf t_4_1 = v_4_1;
+                                    if ((bias != NULL)) {
+                                        t_4_1 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 4*O0 + v0), 1, t_4_1);
+                                    bp_vf t_5_0 = v_5_0;
+                                    if ((bias != NULL)) {
+                                        t_5_0 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
+                                    bp_vf t_5_1 = v_5_1;
+                                    if ((bias != NULL)) {
+                                        t_5_1 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 5*O0 + v0), 1, t_5_1);
+                                    bp_vf t_6_0 = v_6_0;
+                                    if ((bias != NULL)) {
+                                        t_6_0 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
+                                    bp_vf t_6_1 = v_6_1;
+                                    if ((bias != NULL)) {
+                                        t_6_1 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 6*O0 + v0), 1, t_6_1);
+                                    bp_vf t_7_0 = v_7_0;
+                                    if ((bias != NULL)) {
+                                        t_7_0 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
+                                    bp_vf t_7_1 = v_7_1;
+                                    if ((bias != NULL)) {
+                                        t_7_1 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 7*O0 + v0), 1, t_7_1);
                                 } else {
                                     bp_vf v_0_0 = {0};
                                     bp_vf v_0_1 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_1_1 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_2_1 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    bp_vf v_3_1 = {0};
+                                    bp_vf v_4_0 = {0};
+                                    bp_vf v_4_1 = {0};
+                                    bp_vf v_5_0 = {0};
+                                    bp_vf v_5_1 = {0};
+                                    bp_vf v_6_0 = {0};
+                                    bp_vf v_6_1 = {0};
+                                    bp_vf v_7_0 = {0};
+                                    bp_vf v_7_1 = {0};
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
                                         int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
@@ -5136,8 +5070,29 @@ static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict
                                             float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
                                             bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
+                                            float x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            float x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0_0 += x0*x1;
                                             v_0_1 += x0*x2;
+                                            v_1_0 += x1*x3;
+                                            v_1_1 += x2*x3;
+                                            v_2_0 += x1*x4;
+                                            v_2_1 += x2*x4;
+                                            v_3_0 += x1*x5;
+                                            v_3_1 += x2*x5;
+                                            v_4_0 += x1*x6;
+                                            v_4_1 += x2*x6;
+                                            v_5_0 += x1*x7;
+                                            v_5_1 += x2*x7;
+                                            v_6_0 += x1*x8;
+                                            v_6_1 += x2*x8;
+                                            v_7_0 += x1*x9;
+                                            v_7_1 += x2*x9;
                                         }
                                     }
                                     bp_vf t_0_0 = v_0_0;
@@ -5150,16 +5105,108 @@ static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict
                                         t_0_1 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                    bp_vf t_1_0 = v_1_0;
+                                    if ((bias != NULL)) {
+                                        t_1_0 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                    bp_vf t_1_1 = v_1_1;
+                                    if ((bias != NULL)) {
+                                        t_1_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
+                                    bp_vf t_2_0 = v_2_0;
+                                    if ((bias != NULL)) {
+                                        t_2_0 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                    bp_vf t_2_1 = v_2_1;
+                                    if ((bias != NULL)) {
+                                        t_2_1 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                    bp_vf t_3_0 = v_3_0;
+                                    if ((bias != NULL)) {
+                                        t_3_0 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                    bp_vf t_3_1 = v_3_1;
+                                    if ((bias != NULL)) {
+                                        t_3_1 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                    bp_vf t_4_0 = v_4_0;
+                                    if ((bias != NULL)) {
+                                        t_4_0 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
+                                    bp_vf t_4_1 = v_4_1;
+                                    if ((bias != NULL)) {
+                                        t_4_1 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 4*O0 + v0), 1, t_4_1);
+                                    bp_vf t_5_0 = v_5_0;
+                                    if ((bias != NULL)) {
+                                        t_5_0 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
+                                    bp_vf t_5_1 = v_5_1;
+                                    if ((bias != NULL)) {
+                                        t_5_1 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 5*O0 + v0), 1, t_5_1);
+                                    bp_vf t_6_0 = v_6_0;
+                                    if ((bias != NULL)) {
+                                        t_6_0 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
+                                    bp_vf t_6_1 = v_6_1;
+                                    if ((bias != NULL)) {
+                                        t_6_1 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 6*O0 + v0), 1, t_6_1);
+                                    bp_vf t_7_0 = v_7_0;
+                                    if ((bias != NULL)) {
+                                        t_7_0 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
+                                    bp_vf t_7_1 = v_7_1;
+                                    if ((bias != NULL)) {
+                                        t_7_1 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 7*O0 + v0), 1, t_7_1);
                                 }
                             }
+                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F);
                             for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
                                             float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
                                         }
                                     }
                                     bp_vf t_0 = v_0;
@@ -5167,14 +5214,70 @@ static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict
                                         t_0 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                 } else {
                                     bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
                                         for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
                                             float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
                                         }
                                     }
                                     bp_vf t_0 = v_0;
@@ -5182,10 +5285,317 @@ static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict
                                         t_0 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                 }
                             }
                             if (((O0) % BP_LANES_F) != 0) {
                                 for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vf v_0 = {0};
+                            bp_vf v_1 = {0};
+                            bp_vf v_2 = {0};
+                            bp_vf v_3 = {0};
+                            bp_vf v_4 = {0};
+                            bp_vf v_5 = {0};
+                            bp_vf v_6 = {0};
+                            bp_vf v_7 = {0};
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x1*x2;
+                                    v_2 += x1*x3;
+                                    v_3 += x1*x4;
+                                    v_4 += x1*x5;
+                                    v_5 += x1*x6;
+                                    v_6 += x1*x7;
+                                    v_7 += x1*x8;
+                                }
+                            }
+                            bp_vf t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                            bp_vf t_1 = v_1;
+                            if ((bias != NULL)) {
+                                t_1 += bias[KG*g + k_b + 1];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                            bp_vf t_2 = v_2;
+                            if ((bias != NULL)) {
+                                t_2 += bias[KG*g + k_b + 2];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                            bp_vf t_3 = v_3;
+                            if ((bias != NULL)) {
+                                t_3 += bias[KG*g + k_b + 3];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                            bp_vf t_4 = v_4;
+                            if ((bias != NULL)) {
+                                t_4 += bias[KG*g + k_b + 4];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                            bp_vf t_5 = v_5;
+                            if ((bias != NULL)) {
+                                t_5 += bias[KG*g + k_b + 5];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                            bp_vf t_6 = v_6;
+                            if ((bias != NULL)) {
+                                t_6 += bias[KG*g + k_b + 6];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                            bp_vf t_7 = v_7;
+                            if ((bias != NULL)) {
+                                t_7 += bias[KG*g + k_b + 7];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F);
+                        for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            if (O0 >= BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O0; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                    if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                    } else {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                    }
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -5217,23 +5627,57 @@ static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict
                                         bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                     }
                                 }
-                            }
-                        } else {
-                            int64_t v0 = 0;
-                            bp_vf v_0 = {0};
-                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                    v_0 += x0*x1;
+                                if (((O0) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        }
+                                    }
                                 }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                             }
-                            bp_vf t_0 = v_0;
-                            if ((bias != NULL)) {
-                                t_0 += bias[KG*g + k_b];
-                            }
-                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                         }
                     }
                 }
@@ -5247,17 +5691,29 @@ static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict
 static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(3)
+    #pragma omp for schedule(static) collapse(2)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
-            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                if (k_b + 8 <= KG) {
-                    int64_t vlo = P0;
-                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                    if (O0 >= BP_LANES_F) {
-                        for (int64_t v0 = 0, v0_end = -3*BP_LANES_F + O0; v0 <= v0_end; v0 += 3*BP_LANES_F) {
-                            if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+            if (CG*(D0*K0 - D0 + O0) <= 32768 && (P0 > 0 || bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1) < O0 - 1)) {
+                float pad[CG*(D0*K0 - D0 + O0)];
+                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                    for (int64_t pj = 0, pj_end = bp_min(P0, D0*K0 - D0 + O0) - 1; pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = 0;
+                    }
+                    for (int64_t pj = P0, pj_end = bp_min(H0 + P0 - 1, D0*K0 - D0 + O0 - 1); pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = input[H0*(CG*(G*n + g) + c) - P0 + pj];
+                    }
+                    for (int64_t pj = H0 + P0, pj_end = D0*K0 - D0 + O0 - 1; pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = 0;
+                    }
+                }
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
+                    if (k_b + 8 <= KG) {
+                        if (O0 >= BP_LANES_F) {
+                            for (int64_t v0 = 0, v0_end = -3*BP_LANES_F + O0; v0 <= v0_end; v0 += 3*BP_LANES_F) {
                                 for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
                                     int64_t k_b = k_bg;
                                     bp_vf v_0_0 = {0};
@@ -5272,127 +5728,25 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                                     bp_vf v_3_0 = {0};
                                     bp_vf v_3_1 = {0};
                                     bp_vf v_3_2 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
-                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0), 1);
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x2 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + BP_LANES_F + O0*c + v0), 1);
+                                            bp_vf x3 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + 2*BP_LANES_F + O0*c + v0), 1);
                                             float x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
                                             float x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
                                             float x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
                                             v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
-                                            v_1_0 += x1*x4;
+                                            v_0_1 += x1*x2;
+                                            v_0_2 += x1*x3;
+                                            v_1_0 += x0*x4;
                                             v_1_1 += x2*x4;
                                             v_1_2 += x3*x4;
-                                            v_2_0 += x1*x5;
+                                            v_2_0 += x0*x5;
                                             v_2_1 += x2*x5;
                                             v_2_2 += x3*x5;
-                                            v_3_0 += x1*x6;
-                                            v_3_1 += x2*x6;
-                                            v_3_2 += x3*x6;
-                                        }
-                                    }
-                                    bp_vf t_0_0 = v_0_0;
-                                    if ((bias != NULL)) {
-                                        t_0_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                    bp_vf t_0_1 = v_0_1;
-                                    if ((bias != NULL)) {
-                                        t_0_1 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
-                                    bp_vf t_0_2 = v_0_2;
-                                    if ((bias != NULL)) {
-                                        t_0_2 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
-                                    bp_vf t_1_0 = v_1_0;
-                                    if ((bias != NULL)) {
-                                        t_1_0 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
-                                    bp_vf t_1_1 = v_1_1;
-                                    if ((bias != NULL)) {
-                                        t_1_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
-                                    bp_vf t_1_2 = v_1_2;
-                                    if ((bias != NULL)) {
-                                        t_1_2 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_2);
-                                    bp_vf t_2_0 = v_2_0;
-                                    if ((bias != NULL)) {
-                                        t_2_0 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
-                                    bp_vf t_2_1 = v_2_1;
-                                    if ((bias != NULL)) {
-                                        t_2_1 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
-                                    bp_vf t_2_2 = v_2_2;
-                                    if ((bias != NULL)) {
-                                        t_2_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_2);
-                                    bp_vf t_3_0 = v_3_0;
-                                    if ((bias != NULL)) {
-                                        t_3_0 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
-                                    bp_vf t_3_1 = v_3_1;
-                                    if ((bias != NULL)) {
-                                        t_3_1 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
-                                    bp_vf t_3_2 = v_3_2;
-                                    if ((bias != NULL)) {
-                                        t_3_2 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_2);
-                                }
-                            } else {
-                                for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
-                                    int64_t k_b = k_bg;
-                                    bp_vf v_0_0 = {0};
-                                    bp_vf v_0_1 = {0};
-                                    bp_vf v_0_2 = {0};
-                                    bp_vf v_1_0 = {0};
-                                    bp_vf v_1_1 = {0};
-                                    bp_vf v_1_2 = {0};
-                                    bp_vf v_2_0 = {0};
-                                    bp_vf v_2_1 = {0};
-                                    bp_vf v_2_2 = {0};
-                                    bp_vf v_3_0 = {0};
-                                    bp_vf v_3_1 = {0};
-                                    bp_vf v_3_2 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                        int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
-                                        int64_t x3_lanes = bp_lane_mask_f(-D0*m0 - 2*BP_LANES_F + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_F + P0 - v0 - 1);
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
-                                            bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0, 1, x3_lanes);
-                                            float x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
-                                            v_1_0 += x1*x4;
-                                            v_1_1 += x2*x4;
-                                            v_1_2 += x3*x4;
-                                            v_2_0 += x1*x5;
-                                            v_2_1 += x2*x5;
-                                            v_2_2 += x3*x5;
-                                            v_3_0 += x1*x6;
+                                            v_3_0 += x0*x6;
                                             v_3_1 += x2*x6;
                                             v_3_2 += x3*x6;
                                         }
@@ -5459,10 +5813,8 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_2);
                                 }
                             }
-                        }
-                        int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(O0, 3*BP_LANES_F);
-                        for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
-                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                            int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(O0, 3*BP_LANES_F);
+                            for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                 bp_vf v_0 = {0};
                                 bp_vf v_1 = {0};
                                 bp_vf v_2 = {0};
@@ -5471,10 +5823,10 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                                 bp_vf v_5 = {0};
                                 bp_vf v_6 = {0};
                                 bp_vf v_7 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                        float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                         float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
                                         float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
                                         float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
@@ -5483,84 +5835,13 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                                         float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
                                         float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                         v_0 += x0*x1;
-                                        v_1 += x1*x2;
-                                        v_2 += x1*x3;
-                                        v_3 += x1*x4;
-                                        v_4 += x1*x5;
-                                        v_5 += x1*x6;
-                                        v_6 += x1*x7;
-                                        v_7 += x1*x8;
-                                    }
-                                }
-                                bp_vf t_0 = v_0;
-                                if ((bias != NULL)) {
-                                    t_0 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                bp_vf t_1 = v_1;
-                                if ((bias != NULL)) {
-                                    t_1 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                bp_vf t_2 = v_2;
-                                if ((bias != NULL)) {
-                                    t_2 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                bp_vf t_3 = v_3;
-                                if ((bias != NULL)) {
-                                    t_3 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                bp_vf t_4 = v_4;
-                                if ((bias != NULL)) {
-                                    t_4 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                bp_vf t_5 = v_5;
-                                if ((bias != NULL)) {
-                                    t_5 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                bp_vf t_6 = v_6;
-                                if ((bias != NULL)) {
-                                    t_6 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                bp_vf t_7 = v_7;
-                                if ((bias != NULL)) {
-                                    t_7 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                            } else {
-                                bp_vf v_0 = {0};
-                                bp_vf v_1 = {0};
-                                bp_vf v_2 = {0};
-                                bp_vf v_3 = {0};
-                                bp_vf v_4 = {0};
-                                bp_vf v_5 = {0};
-                                bp_vf v_6 = {0};
-                                bp_vf v_7 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                        v_0 += x0*x1;
-                                        v_1 += x1*x2;
-                                        v_2 += x1*x3;
-                                        v_3 += x1*x4;
-                                        v_4 += x1*x5;
-                                        v_5 += x1*x6;
-                                        v_6 += x1*x7;
-                                        v_7 += x1*x8;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
                                     }
                                 }
                                 bp_vf t_0 = v_0;
@@ -5604,10 +5885,8 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                                 }
                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                             }
-                        }
-                        if (((O0) % BP_LANES_F) != 0) {
-                            for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
-                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                            if (((O0) % BP_LANES_F) != 0) {
+                                for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
                                     bp_vf v_2 = {0};
@@ -5616,10 +5895,10 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
                                             float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
                                             float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
@@ -5628,84 +5907,13 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                                             float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
                                             float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vf t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                    bp_vf t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                    bp_vf t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                    bp_vf t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                    bp_vf t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                    bp_vf t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                    bp_vf t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                    bp_vf t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                } else {
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
                                         }
                                     }
                                     bp_vf t_0 = v_0;
@@ -5750,161 +5958,407 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                 }
                             }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vf v_0 = {0};
+                            bp_vf v_1 = {0};
+                            bp_vf v_2 = {0};
+                            bp_vf v_3 = {0};
+                            bp_vf v_4 = {0};
+                            bp_vf v_5 = {0};
+                            bp_vf v_6 = {0};
+                            bp_vf v_7 = {0};
+                            int64_t x0_lanes = bp_lane_mask_f(-v0, O0 - v0 - 1);
+                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    bp_vf x0 = bp_vload_masked_f(pad, D0*K0*c - D0*c + D0*m0 + O0*c + v0, 1, x0_lanes);
+                                    float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x0*x2;
+                                    v_2 += x0*x3;
+                                    v_3 += x0*x4;
+                                    v_4 += x0*x5;
+                                    v_5 += x0*x6;
+                                    v_6 += x0*x7;
+                                    v_7 += x0*x8;
+                                }
+                            }
+                            bp_vf t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                            bp_vf t_1 = v_1;
+                            if ((bias != NULL)) {
+                                t_1 += bias[KG*g + k_b + 1];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                            bp_vf t_2 = v_2;
+                            if ((bias != NULL)) {
+                                t_2 += bias[KG*g + k_b + 2];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                            bp_vf t_3 = v_3;
+                            if ((bias != NULL)) {
+                                t_3 += bias[KG*g + k_b + 3];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                            bp_vf t_4 = v_4;
+                            if ((bias != NULL)) {
+                                t_4 += bias[KG*g + k_b + 4];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                            bp_vf t_5 = v_5;
+                            if ((bias != NULL)) {
+                                t_5 += bias[KG*g + k_b + 5];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                            bp_vf t_6 = v_6;
+                            if ((bias != NULL)) {
+                                t_6 += bias[KG*g + k_b + 6];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                            bp_vf t_7 = v_7;
+                            if ((bias != NULL)) {
+                                t_7 += bias[KG*g + k_b + 7];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                         }
                     } else {
-                        int64_t v0 = 0;
-                        bp_vf v_0 = {0};
-                        bp_vf v_1 = {0};
-                        bp_vf v_2 = {0};
-                        bp_vf v_3 = {0};
-                        bp_vf v_4 = {0};
-                        bp_vf v_5 = {0};
-                        bp_vf v_6 = {0};
-                        bp_vf v_7 = {0};
-                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                v_0 += x0*x1;
-                                v_1 += x1*x2;
-                                v_2 += x1*x3;
-                                v_3 += x1*x4;
-                                v_4 += x1*x5;
-                                v_5 += x1*x6;
-                                v_6 += x1*x7;
-                                v_7 += x1*x8;
+                        int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(O0, 3*BP_LANES_F);
+                        for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            if (O0 >= BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = -3*BP_LANES_F + O0; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x2 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + BP_LANES_F + O0*c + v0), 1);
+                                            bp_vf x3 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + 2*BP_LANES_F + O0*c + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x1*x2;
+                                            v_0_2 += x1*x3;
+                                        }
+                                    }
+                                    bp_vf t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vf t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                    bp_vf t_0_2 = v_0_2;
+                                    if ((bias != NULL)) {
+                                        t_0_2 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf v_0 = {0};
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                }
+                                if (((O0) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vf x0 = bp_vload_f(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                int64_t x0_lanes = bp_lane_mask_f(-v0, O0 - v0 - 1);
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vf x0 = bp_vload_masked_f(pad, D0*K0*c - D0*c + D0*m0 + O0*c + v0, 1, x0_lanes);
+                                        float x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                             }
                         }
-                        bp_vf t_0 = v_0;
-                        if ((bias != NULL)) {
-                            t_0 += bias[KG*g + k_b];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
-                        bp_vf t_1 = v_1;
-                        if ((bias != NULL)) {
-                            t_1 += bias[KG*g + k_b + 1];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
-                        bp_vf t_2 = v_2;
-                        if ((bias != NULL)) {
-                            t_2 += bias[KG*g + k_b + 2];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
-                        bp_vf t_3 = v_3;
-                        if ((bias != NULL)) {
-                            t_3 += bias[KG*g + k_b + 3];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
-                        bp_vf t_4 = v_4;
-                        if ((bias != NULL)) {
-                            t_4 += bias[KG*g + k_b + 4];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
-                        bp_vf t_5 = v_5;
-                        if ((bias != NULL)) {
-                            t_5 += bias[KG*g + k_b + 5];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
-                        bp_vf t_6 = v_6;
-                        if ((bias != NULL)) {
-                            t_6 += bias[KG*g + k_b + 6];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
-                        bp_vf t_7 = v_7;
-                        if ((bias != NULL)) {
-                            t_7 += bias[KG*g + k_b + 7];
-                        }
-                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                     }
-                } else {
-                    int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(O0, 3*BP_LANES_F);
-                    int64_t vlo = P0;
-                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
-                        int64_t k_b = k_b1;
+                }
+            } else {
+                int64_t vlo = P0;
+                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
+                    if (k_b + 8 <= KG) {
                         if (O0 >= BP_LANES_F) {
                             for (int64_t v0 = 0, v0_end = -3*BP_LANES_F + O0; v0 <= v0_end; v0 += 3*BP_LANES_F) {
                                 if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
-                                    bp_vf v_0_0 = {0};
-                                    bp_vf v_0_1 = {0};
-                                    bp_vf v_0_2 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
-                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0), 1);
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
+                                    for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                        int64_t k_b = k_bg;
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_1_2 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_2_2 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_3_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0), 1);
+                                                float x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
                                         }
+                                        bp_vf t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
+                                        bp_vf t_1_0 = v_1_0;
+                                        if ((bias != NULL)) {
+                                            t_1_0 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                        bp_vf t_1_1 = v_1_1;
+                                        if ((bias != NULL)) {
+                                            t_1_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
+                                        bp_vf t_1_2 = v_1_2;
+                                        if ((bias != NULL)) {
+                                            t_1_2 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_2);
+                                        bp_vf t_2_0 = v_2_0;
+                                        if ((bias != NULL)) {
+                                            t_2_0 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                        bp_vf t_2_1 = v_2_1;
+                                        if ((bias != NULL)) {
+                                            t_2_1 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                        bp_vf t_2_2 = v_2_2;
+                                        if ((bias != NULL)) {
+                                            t_2_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_2);
+                                        bp_vf t_3_0 = v_3_0;
+                                        if ((bias != NULL)) {
+                                            t_3_0 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                        bp_vf t_3_1 = v_3_1;
+                                        if ((bias != NULL)) {
+                                            t_3_1 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                        bp_vf t_3_2 = v_3_2;
+                                        if ((bias != NULL)) {
+                                            t_3_2 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_2);
                                     }
-                                    bp_vf t_0_0 = v_0_0;
-                                    if ((bias != NULL)) {
-                                        t_0_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                    bp_vf t_0_1 = v_0_1;
-                                    if ((bias != NULL)) {
-                                        t_0_1 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
-                                    bp_vf t_0_2 = v_0_2;
-                                    if ((bias != NULL)) {
-                                        t_0_2 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
                                 } else {
-                                    bp_vf v_0_0 = {0};
-                                    bp_vf v_0_1 = {0};
-                                    bp_vf v_0_2 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                        int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
-                                        int64_t x3_lanes = bp_lane_mask_f(-D0*m0 - 2*BP_LANES_F + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_F + P0 - v0 - 1);
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
-                                            bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0, 1, x3_lanes);
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
+                                    for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                        int64_t k_b = k_bg;
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_1_2 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_2_2 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_3_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_f(-D0*m0 - 2*BP_LANES_F + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_F + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
+                                                bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0, 1, x3_lanes);
+                                                float x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
                                         }
+                                        bp_vf t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
+                                        bp_vf t_1_0 = v_1_0;
+                                        if ((bias != NULL)) {
+                                            t_1_0 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                        bp_vf t_1_1 = v_1_1;
+                                        if ((bias != NULL)) {
+                                            t_1_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
+                                        bp_vf t_1_2 = v_1_2;
+                                        if ((bias != NULL)) {
+                                            t_1_2 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_2);
+                                        bp_vf t_2_0 = v_2_0;
+                                        if ((bias != NULL)) {
+                                            t_2_0 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                        bp_vf t_2_1 = v_2_1;
+                                        if ((bias != NULL)) {
+                                            t_2_1 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                        bp_vf t_2_2 = v_2_2;
+                                        if ((bias != NULL)) {
+                                            t_2_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_2);
+                                        bp_vf t_3_0 = v_3_0;
+                                        if ((bias != NULL)) {
+                                            t_3_0 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                        bp_vf t_3_1 = v_3_1;
+                                        if ((bias != NULL)) {
+                                            t_3_1 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                        bp_vf t_3_2 = v_3_2;
+                                        if ((bias != NULL)) {
+                                            t_3_2 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_2);
                                     }
-                                    bp_vf t_0_0 = v_0_0;
-                                    if ((bias != NULL)) {
-                                        t_0_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                    bp_vf t_0_1 = v_0_1;
-                                    if ((bias != NULL)) {
-                                        t_0_1 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
-                                    bp_vf t_0_2 = v_0_2;
-                                    if ((bias != NULL)) {
-                                        t_0_2 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
                                 }
                             }
+                            int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(O0, 3*BP_LANES_F);
                             for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
                                             float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
                                         }
                                     }
                                     bp_vf t_0 = v_0;
@@ -5912,14 +6366,70 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                                         t_0 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                 } else {
                                     bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
                                         for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
                                             float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
                                         }
                                     }
                                     bp_vf t_0 = v_0;
@@ -5927,10 +6437,334 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                                         t_0 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                 }
                             }
                             if (((O0) % BP_LANES_F) != 0) {
                                 for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vf v_0 = {0};
+                            bp_vf v_1 = {0};
+                            bp_vf v_2 = {0};
+                            bp_vf v_3 = {0};
+                            bp_vf v_4 = {0};
+                            bp_vf v_5 = {0};
+                            bp_vf v_6 = {0};
+                            bp_vf v_7 = {0};
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x1*x2;
+                                    v_2 += x1*x3;
+                                    v_3 += x1*x4;
+                                    v_4 += x1*x5;
+                                    v_5 += x1*x6;
+                                    v_6 += x1*x7;
+                                    v_7 += x1*x8;
+                                }
+                            }
+                            bp_vf t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                            bp_vf t_1 = v_1;
+                            if ((bias != NULL)) {
+                                t_1 += bias[KG*g + k_b + 1];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                            bp_vf t_2 = v_2;
+                            if ((bias != NULL)) {
+                                t_2 += bias[KG*g + k_b + 2];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                            bp_vf t_3 = v_3;
+                            if ((bias != NULL)) {
+                                t_3 += bias[KG*g + k_b + 3];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                            bp_vf t_4 = v_4;
+                            if ((bias != NULL)) {
+                                t_4 += bias[KG*g + k_b + 4];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                            bp_vf t_5 = v_5;
+                            if ((bias != NULL)) {
+                                t_5 += bias[KG*g + k_b + 5];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                            bp_vf t_6 = v_6;
+                            if ((bias != NULL)) {
+                                t_6 += bias[KG*g + k_b + 6];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                            bp_vf t_7 = v_7;
+                            if ((bias != NULL)) {
+                                t_7 += bias[KG*g + k_b + 7];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(O0, 3*BP_LANES_F);
+                        for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            if (O0 >= BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = -3*BP_LANES_F + O0; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                    if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
+                                    } else {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_f(-D0*m0 - 2*BP_LANES_F + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_F + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
+                                                bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
+                                    }
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -5962,23 +6796,57 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                                         bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                     }
                                 }
-                            }
-                        } else {
-                            int64_t v0 = 0;
-                            bp_vf v_0 = {0};
-                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                    v_0 += x0*x1;
+                                if (((O0) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        }
+                                    }
                                 }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                             }
-                            bp_vf t_0 = v_0;
-                            if ((bias != NULL)) {
-                                t_0 += bias[KG*g + k_b];
-                            }
-                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                         }
                     }
                 }
@@ -11580,656 +12448,389 @@ static void bpgen_conv1d_f64_part5(double *restrict output, const double *restri
 static void bpgen_conv1d_f64_part6(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(3)
+    #pragma omp for schedule(static) collapse(2)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
-            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                if (k_b + 8 <= KG) {
-                    int64_t vlo = P0;
-                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                    if (O0 >= BP_LANES_D) {
-                        for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O0; v0 <= v0_end; v0 += 2*BP_LANES_D) {
-                            if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
-                                bp_vd v_0_0 = {0};
-                                bp_vd v_0_1 = {0};
-                                bp_vd v_1_0 = {0};
-                                bp_vd v_1_1 = {0};
-                                bp_vd v_2_0 = {0};
-                                bp_vd v_2_1 = {0};
-                                bp_vd v_3_0 = {0};
-                                bp_vd v_3_1 = {0};
-                                bp_vd v_4_0 = {0};
-                                bp_vd v_4_1 = {0};
-                                bp_vd v_5_0 = {0};
-                                bp_vd v_5_1 = {0};
-                                bp_vd v_6_0 = {0};
-                                bp_vd v_6_1 = {0};
-                                bp_vd v_7_0 = {0};
-                                bp_vd v_7_1 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
-                                        double x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                        double x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                        double x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                        double x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                        double x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                        double x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                        double x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                        v_0_0 += x0*x1;
-                                        v_0_1 += x0*x2;
-                                        v_1_0 += x1*x3;
-                                        v_1_1 += x2*x3;
-                                        v_2_0 += x1*x4;
-                                        v_2_1 += x2*x4;
-                                        v_3_0 += x1*x5;
-                                        v_3_1 += x2*x5;
-                                        v_4_0 += x1*x6;
-                                        v_4_1 += x2*x6;
-                                        v_5_0 += x1*x7;
-                                        v_5_1 += x2*x7;
-                                        v_6_0 += x1*x8;
-                                        v_6_1 += x2*x8;
-                                        v_7_0 += x1*x9;
-                                        v_7_1 += x2*x9;
-                                    }
-                                }
-                                bp_vd t_0_0 = v_0_0;
-                                if ((bias != NULL)) {
-                                    t_0_0 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                bp_vd t_0_1 = v_0_1;
-                                if ((bias != NULL)) {
-                                    t_0_1 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
-                                bp_vd t_1_0 = v_1_0;
-                                if ((bias != NULL)) {
-                                    t_1_0 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
-                                bp_vd t_1_1 = v_1_1;
-                                if ((bias != NULL)) {
-                                    t_1_1 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
-                                bp_vd t_2_0 = v_2_0;
-                                if ((bias != NULL)) {
-                                    t_2_0 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
-                                bp_vd t_2_1 = v_2_1;
-                                if ((bias != NULL)) {
-                                    t_2_1 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
-                                bp_vd t_3_0 = v_3_0;
-                                if ((bias != NULL)) {
-                                    t_3_0 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
-                                bp_vd t_3_1 = v_3_1;
-                                if ((bias != NULL)) {
-                                    t_3_1 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
-                                bp_vd t_4_0 = v_4_0;
-                                if ((bias != NULL)) {
-                                    t_4_0 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
-                                bp_vd t_4_1 = v_4_1;
-                                if ((bias != NULL)) {
-                                    t_4_1 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 4*O0 + v0), 1, t_4_1);
-                                bp_vd t_5_0 = v_5_0;
-                                if ((bias != NULL)) {
-                                    t_5_0 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
-                                bp_vd t_5_1 = v_5_1;
-                                if ((bias != NULL)) {
-                                    t_5_1 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 5*O0 + v0), 1, t_5_1);
-                                bp_vd t_6_0 = v_6_0;
-                                if ((bias != NULL)) {
-                                    t_6_0 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
-                                bp_vd t_6_1 = v_6_1;
-                                if ((bias != NULL)) {
-                                    t_6_1 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 6*O0 + v0), 1, t_6_1);
-                                bp_vd t_7_0 = v_7_0;
-                                if ((bias != NULL)) {
-                                    t_7_0 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
-                                bp_vd t_7_1 = v_7_1;
-                                if ((bias != NULL)) {
-                                    t_7_1 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 7*O0 + v0), 1, t_7_1);
-                            } else {
-                                bp_vd v_0_0 = {0};
-                                bp_vd v_0_1 = {0};
-                                bp_vd v_1_0 = {0};
-                                bp_vd v_1_1 = {0};
-                                bp_vd v_2_0 = {0};
-                                bp_vd v_2_1 = {0};
-                                bp_vd v_3_0 = {0};
-                                bp_vd v_3_1 = {0};
-                                bp_vd v_4_0 = {0};
-                                bp_vd v_4_1 = {0};
-                                bp_vd v_5_0 = {0};
-                                bp_vd v_5_1 = {0};
-                                bp_vd v_6_0 = {0};
-                                bp_vd v_6_1 = {0};
-                                bp_vd v_7_0 = {0};
-                                bp_vd v_7_1 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                    int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
-                                        double x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                        double x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                        double x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                        double x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                        double x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                        double x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                        double x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                        v_0_0 += x0*x1;
-                                        v_0_1 += x0*x2;
-                                        v_1_0 += x1*x3;
-                                        v_1_1 += x2*x3;
-                                        v_2_0 += x1*x4;
-                                        v_2_1 += x2*x4;
-                                        v_3_0 += x1*x5;
-                                        v_3_1 += x2*x5;
-                                        v_4_0 += x1*x6;
-                                        v_4_1 += x2*x6;
-                                        v_5_0 += x1*x7;
-                                        v_5_1 += x2*x7;
-                                        v_6_0 += x1*x8;
-                                        v_6_1 += x2*x8;
-                                        v_7_0 += x1*x9;
-                                        v_7_1 += x2*x9;
-                                    }
-                                }
-                                bp_vd t_0_0 = v_0_0;
-                                if ((bias != NULL)) {
-                                    t_0_0 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                bp_vd t_0_1 = v_0_1;
-                                if ((bias != NULL)) {
-                                    t_0_1 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
-                                bp_vd t_1_0 = v_1_0;
-                                if ((bias != NULL)) {
-                                    t_1_0 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
-                                bp_vd t_1_1 = v_1_1;
-                                if ((bias != NULL)) {
-                                    t_1_1 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
-                                bp_vd t_2_0 = v_2_0;
-                                if ((bias != NULL)) {
-                                    t_2_0 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
-                                bp_vd t_2_1 = v_2_1;
-                                if ((bias != NULL)) {
-                                    t_2_1 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
-                                bp_vd t_3_0 = v_3_0;
-                                if ((bias != NULL)) {
-                                    t_3_0 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
-                                bp_vd t_3_1 = v_3_1;
-                                if ((bias != NULL)) {
-                                    t_3_1 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
-                                bp_vd t_4_0 = v_4_0;
-                                if ((bias != NULL)) {
-                                    t_4_0 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
-                                bp_vd t_4_1 = v_4_1;
-                                if ((bias != NULL)) {
-                                    t_4_1 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 4*O0 + v0), 1, t_4_1);
-                                bp_vd t_5_0 = v_5_0;
-                                if ((bias != NULL)) {
-                                    t_5_0 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
-                                bp_vd t_5_1 = v_5_1;
-                                if ((bias != NULL)) {
-                                    t_5_1 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 5*O0 + v0), 1, t_5_1);
-                                bp_vd t_6_0 = v_6_0;
-                                if ((bias != NULL)) {
-                                    t_6_0 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
-                                bp_vd t_6_1 = v_6_1;
-                                if ((bias != NULL)) {
-                                    t_6_1 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 6*O0 + v0), 1, t_6_1);
-                                bp_vd t_7_0 = v_7_0;
-                                if ((bias != NULL)) {
-                                    t_7_0 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
-                                bp_vd t_7_1 = v_7_1;
-                                if ((bias != NULL)) {
-                                    t_7_1 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 7*O0 + v0), 1, t_7_1);
-                            }
-                        }
-                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D);
-                        for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
-                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                bp_vd v_0 = {0};
-                                bp_vd v_1 = {0};
-                                bp_vd v_2 = {0};
-                                bp_vd v_3 = {0};
-                                bp_vd v_4 = {0};
-                                bp_vd v_5 = {0};
-                                bp_vd v_6 = {0};
-                                bp_vd v_7 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                        v_0 += x0*x1;
-                                        v_1 += x1*x2;
-                                        v_2 += x1*x3;
-                                        v_3 += x1*x4;
-                                        v_4 += x1*x5;
-                                        v_5 += x1*x6;
-                                        v_6 += x1*x7;
-                                        v_7 += x1*x8;
-                                    }
-                                }
-                                bp_vd t_0 = v_0;
-                                if ((bias != NULL)) {
-                                    t_0 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                bp_vd t_1 = v_1;
-                                if ((bias != NULL)) {
-                                    t_1 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                bp_vd t_2 = v_2;
-                                if ((bias != NULL)) {
-                                    t_2 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                bp_vd t_3 = v_3;
-                                if ((bias != NULL)) {
-                                    t_3 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                bp_vd t_4 = v_4;
-                                if ((bias != NULL)) {
-                                    t_4 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                bp_vd t_5 = v_5;
-                                if ((bias != NULL)) {
-                                    t_5 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                bp_vd t_6 = v_6;
-                                if ((bias != NULL)) {
-                                    t_6 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                bp_vd t_7 = v_7;
-                                if ((bias != NULL)) {
-                                    t_7 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                            } else {
-                                bp_vd v_0 = {0};
-                                bp_vd v_1 = {0};
-                                bp_vd v_2 = {0};
-                                bp_vd v_3 = {0};
-                                bp_vd v_4 = {0};
-                                bp_vd v_5 = {0};
-                                bp_vd v_6 = {0};
-                                bp_vd v_7 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                        v_0 += x0*x1;
-                                        v_1 += x1*x2;
-                                        v_2 += x1*x3;
-                                        v_3 += x1*x4;
-                                        v_4 += x1*x5;
-                                        v_5 += x1*x6;
-                                        v_6 += x1*x7;
-                                        v_7 += x1*x8;
-                                    }
-                                }
-                                bp_vd t_0 = v_0;
-                                if ((bias != NULL)) {
-                                    t_0 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                bp_vd t_1 = v_1;
-                                if ((bias != NULL)) {
-                                    t_1 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                bp_vd t_2 = v_2;
-                                if ((bias != NULL)) {
-                                    t_2 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                bp_vd t_3 = v_3;
-                                if ((bias != NULL)) {
-                                    t_3 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                bp_vd t_4 = v_4;
-                                if ((bias != NULL)) {
-                                    t_4 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                bp_vd t_5 = v_5;
-                                if ((bias != NULL)) {
-                                    t_5 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                bp_vd t_6 = v_6;
-                                if ((bias != NULL)) {
-                                    t_6 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                bp_vd t_7 = v_7;
-                                if ((bias != NULL)) {
-                                    t_7 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                            }
-                        }
-                        if (((O0) % BP_LANES_D) != 0) {
-                            for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
-                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vd t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                    bp_vd t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                    bp_vd t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                    bp_vd t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                    bp_vd t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                    bp_vd t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                    bp_vd t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                    bp_vd t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                } else {
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vd t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                    bp_vd t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                    bp_vd t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                    bp_vd t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                    bp_vd t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                    bp_vd t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                    bp_vd t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                    bp_vd t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                }
-                            }
-                        }
-                    } else {
-                        int64_t v0 = 0;
-                        bp_vd v_0 = {0};
-                        bp_vd v_1 = {0};
-                        bp_vd v_2 = {0};
-                        bp_vd v_3 = {0};
-                        bp_vd v_4 = {0};
-                        bp_vd v_5 = {0};
-                        bp_vd v_6 = {0};
-                        bp_vd v_7 = {0};
-                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                v_0 += x0*x1;
-                                v_1 += x1*x2;
-                                v_2 += x1*x3;
-                                v_3 += x1*x4;
-                                v_4 += x1*x5;
-                                v_5 += x1*x6;
-                                v_6 += x1*x7;
-                                v_7 += x1*x8;
-                            }
-                        }
-                        bp_vd t_0 = v_0;
-                        if ((bias != NULL)) {
-                            t_0 += bias[KG*g + k_b];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
-                        bp_vd t_1 = v_1;
-                        if ((bias != NULL)) {
-                            t_1 += bias[KG*g + k_b + 1];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
-                        bp_vd t_2 = v_2;
-                        if ((bias != NULL)) {
-                            t_2 += bias[KG*g + k_b + 2];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
-                        bp_vd t_3 = v_3;
-                        if ((bias != NULL)) {
-                            t_3 += bias[KG*g + k_b + 3];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
-                        bp_vd t_4 = v_4;
-                        if ((bias != NULL)) {
-                            t_4 += bias[KG*g + k_b + 4];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
-                        bp_vd t_5 = v_5;
-                        if ((bias != NULL)) {
-                            t_5 += bias[KG*g + k_b + 5];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
-                        bp_vd t_6 = v_6;
-                        if ((bias != NULL)) {
-                            t_6 += bias[KG*g + k_b + 6];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
-                        bp_vd t_7 = v_7;
-                        if ((bias != NULL)) {
-                            t_7 += bias[KG*g + k_b + 7];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
+            if (CG*(D0*K0 - D0 + O0) <= 32768 && (P0 > 0 || bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1) < O0 - 1)) {
+                double pad[CG*(D0*K0 - D0 + O0)];
+                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                    for (int64_t pj = 0, pj_end = bp_min(P0, D0*K0 - D0 + O0) - 1; pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = 0;
                     }
-                } else {
-                    int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D);
-                    int64_t vlo = P0;
-                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
-                        int64_t k_b = k_b1;
+                    for (int64_t pj = P0, pj_end = bp_min(H0 + P0 - 1, D0*K0 - D0 + O0 - 1); pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = input[H0*(CG*(G*n + g) + c) - P0 + pj];
+                    }
+                    for (int64_t pj = H0 + P0, pj_end = D0*K0 - D0 + O0 - 1; pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = 0;
+                    }
+                }
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
+                    if (k_b + 8 <= KG) {
                         if (O0 >= BP_LANES_D) {
                             for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O0; v0 <= v0_end; v0 += 2*BP_LANES_D) {
-                                if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_0_1 = {0};
+                                bp_vd v_1_0 = {0};
+                                bp_vd v_1_1 = {0};
+                                bp_vd v_2_0 = {0};
+                                bp_vd v_2_1 = {0};
+                                bp_vd v_3_0 = {0};
+                                bp_vd v_3_1 = {0};
+                                bp_vd v_4_0 = {0};
+                                bp_vd v_4_1 = {0};
+                                bp_vd v_5_0 = {0};
+                                bp_vd v_5_1 = {0};
+                                bp_vd v_6_0 = {0};
+                                bp_vd v_6_1 = {0};
+                                bp_vd v_7_0 = {0};
+                                bp_vd v_7_1 = {0};
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                        double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        bp_vd x2 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + BP_LANES_D + O0*c + v0), 1);
+                                        double x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                        double x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                        double x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                        double x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                        double x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                        double x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                        double x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x1*x2;
+                                        v_1_0 += x0*x3;
+                                        v_1_1 += x2*x3;
+                                        v_2_0 += x0*x4;
+                                        v_2_1 += x2*x4;
+                                        v_3_0 += x0*x5;
+                                        v_3_1 += x2*x5;
+                                        v_4_0 += x0*x6;
+                                        v_4_1 += x2*x6;
+                                        v_5_0 += x0*x7;
+                                        v_5_1 += x2*x7;
+                                        v_6_0 += x0*x8;
+                                        v_6_1 += x2*x8;
+                                        v_7_0 += x0*x9;
+                                        v_7_1 += x2*x9;
+                                    }
+                                }
+                                bp_vd t_0_0 = v_0_0;
+                                if ((bias != NULL)) {
+                                    t_0_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                bp_vd t_0_1 = v_0_1;
+                                if ((bias != NULL)) {
+                                    t_0_1 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                bp_vd t_1_0 = v_1_0;
+                                if ((bias != NULL)) {
+                                    t_1_0 += bias[KG*g + k_b + 1];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                bp_vd t_1_1 = v_1_1;
+                                if ((bias != NULL)) {
+                                    t_1_1 += bias[KG*g + k_b + 1];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
+                                bp_vd t_2_0 = v_2_0;
+                                if ((bias != NULL)) {
+                                    t_2_0 += bias[KG*g + k_b + 2];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                bp_vd t_2_1 = v_2_1;
+                                if ((bias != NULL)) {
+                                    t_2_1 += bias[KG*g + k_b + 2];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                bp_vd t_3_0 = v_3_0;
+                                if ((bias != NULL)) {
+                                    t_3_0 += bias[KG*g + k_b + 3];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                bp_vd t_3_1 = v_3_1;
+                                if ((bias != NULL)) {
+                                    t_3_1 += bias[KG*g + k_b + 3];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                bp_vd t_4_0 = v_4_0;
+                                if ((bias != NULL)) {
+                                    t_4_0 += bias[KG*g + k_b + 4];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
+                                bp_vd t_4_1 = v_4_1;
+                                if ((bias != NULL)) {
+                                    t_4_1 += bias[KG*g + k_b + 4];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 4*O0 + v0), 1, t_4_1);
+                                bp_vd t_5_0 = v_5_0;
+                                if ((bias != NULL)) {
+                                    t_5_0 += bias[KG*g + k_b + 5];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
+                                bp_vd t_5_1 = v_5_1;
+                                if ((bias != NULL)) {
+                                    t_5_1 += bias[KG*g + k_b + 5];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 5*O0 + v0), 1, t_5_1);
+                                bp_vd t_6_0 = v_6_0;
+                                if ((bias != NULL)) {
+                                    t_6_0 += bias[KG*g + k_b + 6];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
+                                bp_vd t_6_1 = v_6_1;
+                                if ((bias != NULL)) {
+                                    t_6_1 += bias[KG*g + k_b + 6];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 6*O0 + v0), 1, t_6_1);
+                                bp_vd t_7_0 = v_7_0;
+                                if ((bias != NULL)) {
+                                    t_7_0 += bias[KG*g + k_b + 7];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
+                                bp_vd t_7_1 = v_7_1;
+                                if ((bias != NULL)) {
+                                    t_7_1 += bias[KG*g + k_b + 7];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 7*O0 + v0), 1, t_7_1);
+                            }
+                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D);
+                            for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                bp_vd v_0 = {0};
+                                bp_vd v_1 = {0};
+                                bp_vd v_2 = {0};
+                                bp_vd v_3 = {0};
+                                bp_vd v_4 = {0};
+                                bp_vd v_5 = {0};
+                                bp_vd v_6 = {0};
+                                bp_vd v_7 = {0};
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                        double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                bp_vd t_1 = v_1;
+                                if ((bias != NULL)) {
+                                    t_1 += bias[KG*g + k_b + 1];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                bp_vd t_2 = v_2;
+                                if ((bias != NULL)) {
+                                    t_2 += bias[KG*g + k_b + 2];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                bp_vd t_3 = v_3;
+                                if ((bias != NULL)) {
+                                    t_3 += bias[KG*g + k_b + 3];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                bp_vd t_4 = v_4;
+                                if ((bias != NULL)) {
+                                    t_4 += bias[KG*g + k_b + 4];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                bp_vd t_5 = v_5;
+                                if ((bias != NULL)) {
+                                    t_5 += bias[KG*g + k_b + 5];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                bp_vd t_6 = v_6;
+                                if ((bias != NULL)) {
+                                    t_6 += bias[KG*g + k_b + 6];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                bp_vd t_7 = v_7;
+                                if ((bias != NULL)) {
+                                    t_7 += bias[KG*g + k_b + 7];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                            }
+                            if (((O0) % BP_LANES_D) != 0) {
+                                for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vd v_0 = {0};
+                            bp_vd v_1 = {0};
+                            bp_vd v_2 = {0};
+                            bp_vd v_3 = {0};
+                            bp_vd v_4 = {0};
+                            bp_vd v_5 = {0};
+                            bp_vd v_6 = {0};
+                            bp_vd v_7 = {0};
+                            int64_t x0_lanes = bp_lane_mask_d(-v0, O0 - v0 - 1);
+                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    bp_vd x0 = bp_vload_masked_d(pad, D0*K0*c - D0*c + D0*m0 + O0*c + v0, 1, x0_lanes);
+                                    double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x0*x2;
+                                    v_2 += x0*x3;
+                                    v_3 += x0*x4;
+                                    v_4 += x0*x5;
+                                    v_5 += x0*x6;
+                                    v_6 += x0*x7;
+                                    v_7 += x0*x8;
+                                }
+                            }
+                            bp_vd t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                            bp_vd t_1 = v_1;
+                            if ((bias != NULL)) {
+                                t_1 += bias[KG*g + k_b + 1];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                            bp_vd t_2 = v_2;
+                            if ((bias != NULL)) {
+                                t_2 += bias[KG*g + k_b + 2];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                            bp_vd t_3 = v_3;
+                            if ((bias != NULL)) {
+                                t_3 += bias[KG*g + k_b + 3];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                            bp_vd t_4 = v_4;
+                            if ((bias != NULL)) {
+                                t_4 += bias[KG*g + k_b + 4];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                            bp_vd t_5 = v_5;
+                            if ((bias != NULL)) {
+                                t_5 += bias[KG*g + k_b + 5];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                            bp_vd t_6 = v_6;
+                            if ((bias != NULL)) {
+                                t_6 += bias[KG*g + k_b + 6];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                            bp_vd t_7 = v_7;
+                            if ((bias != NULL)) {
+                                t_7 += bias[KG*g + k_b + 7];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D);
+                        for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            if (O0 >= BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O0; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                     bp_vd v_0_0 = {0};
                                     bp_vd v_0_1 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x2 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + BP_LANES_D + O0*c + v0), 1);
                                             v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
+                                            v_0_1 += x1*x2;
                                         }
                                     }
                                     bp_vd t_0_0 = v_0_0;
@@ -12242,9 +12843,210 @@ static void bpgen_conv1d_f64_part6(double *restrict output, const double *restri
                                         t_0_1 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd v_0 = {0};
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                }
+                                if (((O0) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                int64_t x0_lanes = bp_lane_mask_d(-v0, O0 - v0 - 1);
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vd x0 = bp_vload_masked_d(pad, D0*K0*c - D0*c + D0*m0 + O0*c + v0, 1, x0_lanes);
+                                        double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                            }
+                        }
+                    }
+                }
+            } else {
+                int64_t vlo = P0;
+                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
+                    if (k_b + 8 <= KG) {
+                        if (O0 >= BP_LANES_D) {
+                            for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O0; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_1_1 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_2_1 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    bp_vd v_3_1 = {0};
+                                    bp_vd v_4_0 = {0};
+                                    bp_vd v_4_1 = {0};
+                                    bp_vd v_5_0 = {0};
+                                    bp_vd v_5_1 = {0};
+                                    bp_vd v_6_0 = {0};
+                                    bp_vd v_6_1 = {0};
+                                    bp_vd v_7_0 = {0};
+                                    bp_vd v_7_1 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
+                                            double x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            double x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_1_0 += x1*x3;
+                                            v_1_1 += x2*x3;
+                                            v_2_0 += x1*x4;
+                                            v_2_1 += x2*x4;
+                                            v_3_0 += x1*x5;
+                                            v_3_1 += x2*x5;
+                                            v_4_0 += x1*x6;
+                                            v_4_1 += x2*x6;
+                                            v_5_0 += x1*x7;
+                                            v_5_1 += x2*x7;
+                                            v_6_0 += x1*x8;
+                                            v_6_1 += x2*x8;
+                                            v_7_0 += x1*x9;
+                                            v_7_1 += x2*x9;
+                                        }
+                                    }
+                                    bp_vd t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vd t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                    bp_vd t_1_0 = v_1_0;
+                                    if ((bias != NULL)) {
+                                        t_1_0 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                    bp_vd t_1_1 = v_1_1;
+                                    if ((bias != NULL)) {
+                                        t_1_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
+                                    bp_vd t_2_0 = v_2_0;
+                                    if ((bias != NULL)) {
+                                        t_2_0 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                    bp_vd t_2_1 = v_2_1;
+                                    if ((bias != NULL)) {
+                                        t_2_1 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                    bp_vd t_3_0 = v_3_0;
+                                    if ((bias != NULL)) {
+                                        t_3_0 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                    bp_vd t_3_1 = v_3_1;
+                                    if ((bias != NULL)) {
+                                        t_3_1 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                    bp_vd t_4_0 = v_4_0;
+                                    if ((bias != NULL)) {
+                                        t_4_0 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
+                                    bp_vd t_4_1 = v_4_1;
+                                    if ((bias != NULL)) {
+                                        t_4_1 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 4*O0 + v0), 1, t_4_1);
+                                    bp_vd t_5_0 = v_5_0;
+                                    if ((bias != NULL)) {
+                                        t_5_0 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
+                                    bp_vd t_5_1 = v_5_1;
+                                    if ((bias != NULL)) {
+                                        t_5_1 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 5*O0 + v0), 1, t_5_1);
+                                    bp_vd t_6_0 = v_6_0;
+                                    if ((bias != NULL)) {
+                                        t_6_0 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
+                                    bp_vd t_6_1 = v_6_1;
+                                    if ((bias != NULL)) {
+                                        t_6_1 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 6*O0 + v0), 1, t_6_1);
+                                    bp_vd t_7_0 = v_7_0;
+                                    if ((bias != NULL)) {
+                                        t_7_0 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
+                                    bp_vd t_7_1 = v_7_1;
+                                    if ((bias != NULL)) {
+                                        t_7_1 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 7*O0 + v0), 1, t_7_1);
                                 } else {
                                     bp_vd v_0_0 = {0};
                                     bp_vd v_0_1 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_1_1 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_2_1 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    bp_vd v_3_1 = {0};
+                                    bp_vd v_4_0 = {0};
+                                    bp_vd v_4_1 = {0};
+                                    bp_vd v_5_0 = {0};
+                                    bp_vd v_5_1 = {0};
+                                    bp_vd v_6_0 = {0};
+                                    bp_vd v_6_1 = {0};
+                                    bp_vd v_7_0 = {0};
+                                    bp_vd v_7_1 = {0};
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
                                         int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
@@ -12252,8 +13054,29 @@ static void bpgen_conv1d_f64_part6(double *restrict output, const double *restri
                                             double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
                                             bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
+                                            double x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            double x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0_0 += x0*x1;
                                             v_0_1 += x0*x2;
+                                            v_1_0 += x1*x3;
+                                            v_1_1 += x2*x3;
+                                            v_2_0 += x1*x4;
+                                            v_2_1 += x2*x4;
+                                            v_3_0 += x1*x5;
+                                            v_3_1 += x2*x5;
+                                            v_4_0 += x1*x6;
+                                            v_4_1 += x2*x6;
+                                            v_5_0 += x1*x7;
+                                            v_5_1 += x2*x7;
+                                            v_6_0 += x1*x8;
+                                            v_6_1 += x2*x8;
+                                            v_7_0 += x1*x9;
+                                            v_7_1 += x2*x9;
                                         }
                                     }
                                     bp_vd t_0_0 = v_0_0;
@@ -12266,16 +13089,108 @@ static void bpgen_conv1d_f64_part6(double *restrict output, const double *restri
                                         t_0_1 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                    bp_vd t_1_0 = v_1_0;
+                                    if ((bias != NULL)) {
+                                        t_1_0 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                    bp_vd t_1_1 = v_1_1;
+                                    if ((bias != NULL)) {
+                                        t_1_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
+                                    bp_vd t_2_0 = v_2_0;
+                                    if ((bias != NULL)) {
+                                        t_2_0 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                    bp_vd t_2_1 = v_2_1;
+                                    if ((bias != NULL)) {
+                                        t_2_1 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                    bp_vd t_3_0 = v_3_0;
+                                    if ((bias != NULL)) {
+                                        t_3_0 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                    bp_vd t_3_1 = v_3_1;
+                                    if ((bias != NULL)) {
+                                        t_3_1 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                    bp_vd t_4_0 = v_4_0;
+                                    if ((bias != NULL)) {
+                                        t_4_0 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
+                                    bp_vd t_4_1 = v_4_1;
+                                    if ((bias != NULL)) {
+                                        t_4_1 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 4*O0 + v0), 1, t_4_1);
+                                    bp_vd t_5_0 = v_5_0;
+                                    if ((bias != NULL)) {
+                                        t_5_0 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
+                                    bp_vd t_5_1 = v_5_1;
+                                    if ((bias != NULL)) {
+                                        t_5_1 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 5*O0 + v0), 1, t_5_1);
+                                    bp_vd t_6_0 = v_6_0;
+                                    if ((bias != NULL)) {
+                                        t_6_0 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
+                                    bp_vd t_6_1 = v_6_1;
+                                    if ((bias != NULL)) {
+                                        t_6_1 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 6*O0 + v0), 1, t_6_1);
+                                    bp_vd t_7_0 = v_7_0;
+                                    if ((bias != NULL)) {
+                                        t_7_0 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
+                                    bp_vd t_7_1 = v_7_1;
+                                    if ((bias != NULL)) {
+                                        t_7_1 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 7*O0 + v0), 1, t_7_1);
                                 }
                             }
+                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D);
                             for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
                                             double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
                                         }
                                     }
                                     bp_vd t_0 = v_0;
@@ -12283,14 +13198,70 @@ static void bpgen_conv1d_f64_part6(double *restrict output, const double *restri
                                         t_0 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                 } else {
                                     bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
                                         for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
                                             double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
                                         }
                                     }
                                     bp_vd t_0 = v_0;
@@ -12298,10 +13269,317 @@ static void bpgen_conv1d_f64_part6(double *restrict output, const double *restri
                                         t_0 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                 }
                             }
                             if (((O0) % BP_LANES_D) != 0) {
                                 for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vd v_0 = {0};
+                            bp_vd v_1 = {0};
+                            bp_vd v_2 = {0};
+                            bp_vd v_3 = {0};
+                            bp_vd v_4 = {0};
+                            bp_vd v_5 = {0};
+                            bp_vd v_6 = {0};
+                            bp_vd v_7 = {0};
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x1*x2;
+                                    v_2 += x1*x3;
+                                    v_3 += x1*x4;
+                                    v_4 += x1*x5;
+                                    v_5 += x1*x6;
+                                    v_6 += x1*x7;
+                                    v_7 += x1*x8;
+                                }
+                            }
+                            bp_vd t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                            bp_vd t_1 = v_1;
+                            if ((bias != NULL)) {
+                                t_1 += bias[KG*g + k_b + 1];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                            bp_vd t_2 = v_2;
+                            if ((bias != NULL)) {
+                                t_2 += bias[KG*g + k_b + 2];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                            bp_vd t_3 = v_3;
+                            if ((bias != NULL)) {
+                                t_3 += bias[KG*g + k_b + 3];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                            bp_vd t_4 = v_4;
+                            if ((bias != NULL)) {
+                                t_4 += bias[KG*g + k_b + 4];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                            bp_vd t_5 = v_5;
+                            if ((bias != NULL)) {
+                                t_5 += bias[KG*g + k_b + 5];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                            bp_vd t_6 = v_6;
+                            if ((bias != NULL)) {
+                                t_6 += bias[KG*g + k_b + 6];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                            bp_vd t_7 = v_7;
+                            if ((bias != NULL)) {
+                                t_7 += bias[KG*g + k_b + 7];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D);
+                        for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            if (O0 >= BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O0; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                    if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                    } else {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                    }
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -12333,23 +13611,57 @@ static void bpgen_conv1d_f64_part6(double *restrict output, const double *restri
                                         bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                     }
                                 }
-                            }
-                        } else {
-                            int64_t v0 = 0;
-                            bp_vd v_0 = {0};
-                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                    v_0 += x0*x1;
+                                if (((O0) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        }
+                                    }
                                 }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                             }
-                            bp_vd t_0 = v_0;
-                            if ((bias != NULL)) {
-                                t_0 += bias[KG*g + k_b];
-                            }
-                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                         }
                     }
                 }
@@ -12363,17 +13675,29 @@ static void bpgen_conv1d_f64_part6(double *restrict output, const double *restri
 static void bpgen_conv1d_f64_part7(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(3)
+    #pragma omp for schedule(static) collapse(2)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
-            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                if (k_b + 8 <= KG) {
-                    int64_t vlo = P0;
-                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                    if (O0 >= BP_LANES_D) {
-                        for (int64_t v0 = 0, v0_end = -3*BP_LANES_D + O0; v0 <= v0_end; v0 += 3*BP_LANES_D) {
-                            if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+            if (CG*(D0*K0 - D0 + O0) <= 32768 && (P0 > 0 || bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1) < O0 - 1)) {
+                double pad[CG*(D0*K0 - D0 + O0)];
+                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                    for (int64_t pj = 0, pj_end = bp_min(P0, D0*K0 - D0 + O0) - 1; pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = 0;
+                    }
+                    for (int64_t pj = P0, pj_end = bp_min(H0 + P0 - 1, D0*K0 - D0 + O0 - 1); pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = input[H0*(CG*(G*n + g) + c) - P0 + pj];
+                    }
+                    for (int64_t pj = H0 + P0, pj_end = D0*K0 - D0 + O0 - 1; pj <= pj_end; ++pj) {
+                        pad[c*(D0*K0 - D0 + O0) + pj] = 0;
+                    }
+                }
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
+                    if (k_b + 8 <= KG) {
+                        if (O0 >= BP_LANES_D) {
+                            for (int64_t v0 = 0, v0_end = -3*BP_LANES_D + O0; v0 <= v0_end; v0 += 3*BP_LANES_D) {
                                 for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
                                     int64_t k_b = k_bg;
                                     bp_vd v_0_0 = {0};
@@ -12388,127 +13712,25 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                                     bp_vd v_3_0 = {0};
                                     bp_vd v_3_1 = {0};
                                     bp_vd v_3_2 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
-                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0), 1);
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x2 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + BP_LANES_D + O0*c + v0), 1);
+                                            bp_vd x3 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + 2*BP_LANES_D + O0*c + v0), 1);
                                             double x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
                                             double x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
                                             double x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
                                             v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
-                                            v_1_0 += x1*x4;
+                                            v_0_1 += x1*x2;
+                                            v_0_2 += x1*x3;
+                                            v_1_0 += x0*x4;
                                             v_1_1 += x2*x4;
                                             v_1_2 += x3*x4;
-                                            v_2_0 += x1*x5;
+                                            v_2_0 += x0*x5;
                                             v_2_1 += x2*x5;
                                             v_2_2 += x3*x5;
-                                            v_3_0 += x1*x6;
-                                            v_3_1 += x2*x6;
-                                            v_3_2 += x3*x6;
-                                        }
-                                    }
-                                    bp_vd t_0_0 = v_0_0;
-                                    if ((bias != NULL)) {
-                                        t_0_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                    bp_vd t_0_1 = v_0_1;
-                                    if ((bias != NULL)) {
-                                        t_0_1 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
-                                    bp_vd t_0_2 = v_0_2;
-                                    if ((bias != NULL)) {
-                                        t_0_2 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
-                                    bp_vd t_1_0 = v_1_0;
-                                    if ((bias != NULL)) {
-                                        t_1_0 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
-                                    bp_vd t_1_1 = v_1_1;
-                                    if ((bias != NULL)) {
-                                        t_1_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
-                                    bp_vd t_1_2 = v_1_2;
-                                    if ((bias != NULL)) {
-                                        t_1_2 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_2);
-                                    bp_vd t_2_0 = v_2_0;
-                                    if ((bias != NULL)) {
-                                        t_2_0 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
-                                    bp_vd t_2_1 = v_2_1;
-                                    if ((bias != NULL)) {
-                                        t_2_1 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
-                                    bp_vd t_2_2 = v_2_2;
-                                    if ((bias != NULL)) {
-                                        t_2_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_2);
-                                    bp_vd t_3_0 = v_3_0;
-                                    if ((bias != NULL)) {
-                                        t_3_0 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
-                                    bp_vd t_3_1 = v_3_1;
-                                    if ((bias != NULL)) {
-                                        t_3_1 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
-                                    bp_vd t_3_2 = v_3_2;
-                                    if ((bias != NULL)) {
-                                        t_3_2 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_2);
-                                }
-                            } else {
-                                for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
-                                    int64_t k_b = k_bg;
-                                    bp_vd v_0_0 = {0};
-                                    bp_vd v_0_1 = {0};
-                                    bp_vd v_0_2 = {0};
-                                    bp_vd v_1_0 = {0};
-                                    bp_vd v_1_1 = {0};
-                                    bp_vd v_1_2 = {0};
-                                    bp_vd v_2_0 = {0};
-                                    bp_vd v_2_1 = {0};
-                                    bp_vd v_2_2 = {0};
-                                    bp_vd v_3_0 = {0};
-                                    bp_vd v_3_1 = {0};
-                                    bp_vd v_3_2 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                        int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
-                                        int64_t x3_lanes = bp_lane_mask_d(-D0*m0 - 2*BP_LANES_D + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_D + P0 - v0 - 1);
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
-                                            bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0, 1, x3_lanes);
-                                            double x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
-                                            v_1_0 += x1*x4;
-                                            v_1_1 += x2*x4;
-                                            v_1_2 += x3*x4;
-                                            v_2_0 += x1*x5;
-                                            v_2_1 += x2*x5;
-                                            v_2_2 += x3*x5;
-                                            v_3_0 += x1*x6;
+                                            v_3_0 += x0*x6;
                                             v_3_1 += x2*x6;
                                             v_3_2 += x3*x6;
                                         }
@@ -12575,10 +13797,8 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_2);
                                 }
                             }
-                        }
-                        int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(O0, 3*BP_LANES_D);
-                        for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
-                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                            int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(O0, 3*BP_LANES_D);
+                            for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                 bp_vd v_0 = {0};
                                 bp_vd v_1 = {0};
                                 bp_vd v_2 = {0};
@@ -12587,10 +13807,10 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                                 bp_vd v_5 = {0};
                                 bp_vd v_6 = {0};
                                 bp_vd v_7 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                        double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                         double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
                                         double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
                                         double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
@@ -12599,84 +13819,13 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                                         double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
                                         double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                         v_0 += x0*x1;
-                                        v_1 += x1*x2;
-                                        v_2 += x1*x3;
-                                        v_3 += x1*x4;
-                                        v_4 += x1*x5;
-                                        v_5 += x1*x6;
-                                        v_6 += x1*x7;
-                                        v_7 += x1*x8;
-                                    }
-                                }
-                                bp_vd t_0 = v_0;
-                                if ((bias != NULL)) {
-                                    t_0 += bias[KG*g + k_b];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                bp_vd t_1 = v_1;
-                                if ((bias != NULL)) {
-                                    t_1 += bias[KG*g + k_b + 1];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                bp_vd t_2 = v_2;
-                                if ((bias != NULL)) {
-                                    t_2 += bias[KG*g + k_b + 2];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                bp_vd t_3 = v_3;
-                                if ((bias != NULL)) {
-                                    t_3 += bias[KG*g + k_b + 3];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                bp_vd t_4 = v_4;
-                                if ((bias != NULL)) {
-                                    t_4 += bias[KG*g + k_b + 4];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                bp_vd t_5 = v_5;
-                                if ((bias != NULL)) {
-                                    t_5 += bias[KG*g + k_b + 5];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                bp_vd t_6 = v_6;
-                                if ((bias != NULL)) {
-                                    t_6 += bias[KG*g + k_b + 6];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                bp_vd t_7 = v_7;
-                                if ((bias != NULL)) {
-                                    t_7 += bias[KG*g + k_b + 7];
-                                }
-                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                            } else {
-                                bp_vd v_0 = {0};
-                                bp_vd v_1 = {0};
-                                bp_vd v_2 = {0};
-                                bp_vd v_3 = {0};
-                                bp_vd v_4 = {0};
-                                bp_vd v_5 = {0};
-                                bp_vd v_6 = {0};
-                                bp_vd v_7 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                        v_0 += x0*x1;
-                                        v_1 += x1*x2;
-                                        v_2 += x1*x3;
-                                        v_3 += x1*x4;
-                                        v_4 += x1*x5;
-                                        v_5 += x1*x6;
-                                        v_6 += x1*x7;
-                                        v_7 += x1*x8;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
                                     }
                                 }
                                 bp_vd t_0 = v_0;
@@ -12720,10 +13869,8 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                                 }
                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                             }
-                        }
-                        if (((O0) % BP_LANES_D) != 0) {
-                            for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
-                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                            if (((O0) % BP_LANES_D) != 0) {
+                                for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
                                     bp_vd v_2 = {0};
@@ -12732,10 +13879,10 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
                                             double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
                                             double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
@@ -12744,84 +13891,13 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                                             double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
                                             double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vd t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                    bp_vd t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                    bp_vd t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                    bp_vd t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                    bp_vd t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                    bp_vd t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                    bp_vd t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                    bp_vd t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                } else {
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
                                         }
                                     }
                                     bp_vd t_0 = v_0;
@@ -12866,161 +13942,407 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                 }
                             }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vd v_0 = {0};
+                            bp_vd v_1 = {0};
+                            bp_vd v_2 = {0};
+                            bp_vd v_3 = {0};
+                            bp_vd v_4 = {0};
+                            bp_vd v_5 = {0};
+                            bp_vd v_6 = {0};
+                            bp_vd v_7 = {0};
+                            int64_t x0_lanes = bp_lane_mask_d(-v0, O0 - v0 - 1);
+                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    bp_vd x0 = bp_vload_masked_d(pad, D0*K0*c - D0*c + D0*m0 + O0*c + v0, 1, x0_lanes);
+                                    double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x0*x2;
+                                    v_2 += x0*x3;
+                                    v_3 += x0*x4;
+                                    v_4 += x0*x5;
+                                    v_5 += x0*x6;
+                                    v_6 += x0*x7;
+                                    v_7 += x0*x8;
+                                }
+                            }
+                            bp_vd t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                            bp_vd t_1 = v_1;
+                            if ((bias != NULL)) {
+                                t_1 += bias[KG*g + k_b + 1];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                            bp_vd t_2 = v_2;
+                            if ((bias != NULL)) {
+                                t_2 += bias[KG*g + k_b + 2];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                            bp_vd t_3 = v_3;
+                            if ((bias != NULL)) {
+                                t_3 += bias[KG*g + k_b + 3];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                            bp_vd t_4 = v_4;
+                            if ((bias != NULL)) {
+                                t_4 += bias[KG*g + k_b + 4];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                            bp_vd t_5 = v_5;
+                            if ((bias != NULL)) {
+                                t_5 += bias[KG*g + k_b + 5];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                            bp_vd t_6 = v_6;
+                            if ((bias != NULL)) {
+                                t_6 += bias[KG*g + k_b + 6];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                            bp_vd t_7 = v_7;
+                            if ((bias != NULL)) {
+                                t_7 += bias[KG*g + k_b + 7];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                         }
                     } else {
-                        int64_t v0 = 0;
-                        bp_vd v_0 = {0};
-                        bp_vd v_1 = {0};
-                        bp_vd v_2 = {0};
-                        bp_vd v_3 = {0};
-                        bp_vd v_4 = {0};
-                        bp_vd v_5 = {0};
-                        bp_vd v_6 = {0};
-                        bp_vd v_7 = {0};
-                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                v_0 += x0*x1;
-                                v_1 += x1*x2;
-                                v_2 += x1*x3;
-                                v_3 += x1*x4;
-                                v_4 += x1*x5;
-                                v_5 += x1*x6;
-                                v_6 += x1*x7;
-                                v_7 += x1*x8;
+                        int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(O0, 3*BP_LANES_D);
+                        for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            if (O0 >= BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = -3*BP_LANES_D + O0; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x2 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + BP_LANES_D + O0*c + v0), 1);
+                                            bp_vd x3 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + 2*BP_LANES_D + O0*c + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x1*x2;
+                                            v_0_2 += x1*x3;
+                                        }
+                                    }
+                                    bp_vd t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vd t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                    bp_vd t_0_2 = v_0_2;
+                                    if ((bias != NULL)) {
+                                        t_0_2 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd v_0 = {0};
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                            double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                }
+                                if (((O0) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vd x0 = bp_vload_d(pad + (D0*K0*c - D0*c + D0*m0 + O0*c + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                int64_t x0_lanes = bp_lane_mask_d(-v0, O0 - v0 - 1);
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vd x0 = bp_vload_masked_d(pad, D0*K0*c - D0*c + D0*m0 + O0*c + v0, 1, x0_lanes);
+                                        double x1 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                             }
                         }
-                        bp_vd t_0 = v_0;
-                        if ((bias != NULL)) {
-                            t_0 += bias[KG*g + k_b];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
-                        bp_vd t_1 = v_1;
-                        if ((bias != NULL)) {
-                            t_1 += bias[KG*g + k_b + 1];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
-                        bp_vd t_2 = v_2;
-                        if ((bias != NULL)) {
-                            t_2 += bias[KG*g + k_b + 2];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
-                        bp_vd t_3 = v_3;
-                        if ((bias != NULL)) {
-                            t_3 += bias[KG*g + k_b + 3];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
-                        bp_vd t_4 = v_4;
-                        if ((bias != NULL)) {
-                            t_4 += bias[KG*g + k_b + 4];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
-                        bp_vd t_5 = v_5;
-                        if ((bias != NULL)) {
-                            t_5 += bias[KG*g + k_b + 5];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
-                        bp_vd t_6 = v_6;
-                        if ((bias != NULL)) {
-                            t_6 += bias[KG*g + k_b + 6];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
-                        bp_vd t_7 = v_7;
-                        if ((bias != NULL)) {
-                            t_7 += bias[KG*g + k_b + 7];
-                        }
-                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                     }
-                } else {
-                    int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(O0, 3*BP_LANES_D);
-                    int64_t vlo = P0;
-                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
-                        int64_t k_b = k_b1;
+                }
+            } else {
+                int64_t vlo = P0;
+                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
+                    if (k_b + 8 <= KG) {
                         if (O0 >= BP_LANES_D) {
                             for (int64_t v0 = 0, v0_end = -3*BP_LANES_D + O0; v0 <= v0_end; v0 += 3*BP_LANES_D) {
                                 if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
-                                    bp_vd v_0_0 = {0};
-                                    bp_vd v_0_1 = {0};
-                                    bp_vd v_0_2 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
-                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0), 1);
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
+                                    for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                        int64_t k_b = k_bg;
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_1_2 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_2_2 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_3_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0), 1);
+                                                double x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
                                         }
+                                        bp_vd t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
+                                        bp_vd t_1_0 = v_1_0;
+                                        if ((bias != NULL)) {
+                                            t_1_0 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                        bp_vd t_1_1 = v_1_1;
+                                        if ((bias != NULL)) {
+                                            t_1_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
+                                        bp_vd t_1_2 = v_1_2;
+                                        if ((bias != NULL)) {
+                                            t_1_2 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_2);
+                                        bp_vd t_2_0 = v_2_0;
+                                        if ((bias != NULL)) {
+                                            t_2_0 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                        bp_vd t_2_1 = v_2_1;
+                                        if ((bias != NULL)) {
+                                            t_2_1 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                        bp_vd t_2_2 = v_2_2;
+                                        if ((bias != NULL)) {
+                                            t_2_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_2);
+                                        bp_vd t_3_0 = v_3_0;
+                                        if ((bias != NULL)) {
+                                            t_3_0 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                        bp_vd t_3_1 = v_3_1;
+                                        if ((bias != NULL)) {
+                                            t_3_1 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                        bp_vd t_3_2 = v_3_2;
+                                        if ((bias != NULL)) {
+                                            t_3_2 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_2);
                                     }
-                                    bp_vd t_0_0 = v_0_0;
-                                    if ((bias != NULL)) {
-                                        t_0_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                    bp_vd t_0_1 = v_0_1;
-                                    if ((bias != NULL)) {
-                                        t_0_1 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
-                                    bp_vd t_0_2 = v_0_2;
-                                    if ((bias != NULL)) {
-                                        t_0_2 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
                                 } else {
-                                    bp_vd v_0_0 = {0};
-                                    bp_vd v_0_1 = {0};
-                                    bp_vd v_0_2 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                        int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
-                                        int64_t x3_lanes = bp_lane_mask_d(-D0*m0 - 2*BP_LANES_D + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_D + P0 - v0 - 1);
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
-                                            bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0, 1, x3_lanes);
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
+                                    for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                        int64_t k_b = k_bg;
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_1_2 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_2_2 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_3_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_d(-D0*m0 - 2*BP_LANES_D + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_D + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
+                                                bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0, 1, x3_lanes);
+                                                double x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
                                         }
+                                        bp_vd t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
+                                        bp_vd t_1_0 = v_1_0;
+                                        if ((bias != NULL)) {
+                                            t_1_0 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                        bp_vd t_1_1 = v_1_1;
+                                        if ((bias != NULL)) {
+                                            t_1_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
+                                        bp_vd t_1_2 = v_1_2;
+                                        if ((bias != NULL)) {
+                                            t_1_2 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_2);
+                                        bp_vd t_2_0 = v_2_0;
+                                        if ((bias != NULL)) {
+                                            t_2_0 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                        bp_vd t_2_1 = v_2_1;
+                                        if ((bias != NULL)) {
+                                            t_2_1 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                        bp_vd t_2_2 = v_2_2;
+                                        if ((bias != NULL)) {
+                                            t_2_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_2);
+                                        bp_vd t_3_0 = v_3_0;
+                                        if ((bias != NULL)) {
+                                            t_3_0 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                        bp_vd t_3_1 = v_3_1;
+                                        if ((bias != NULL)) {
+                                            t_3_1 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                        bp_vd t_3_2 = v_3_2;
+                                        if ((bias != NULL)) {
+                                            t_3_2 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_2);
                                     }
-                                    bp_vd t_0_0 = v_0_0;
-                                    if ((bias != NULL)) {
-                                        t_0_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                    bp_vd t_0_1 = v_0_1;
-                                    if ((bias != NULL)) {
-                                        t_0_1 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
-                                    bp_vd t_0_2 = v_0_2;
-                                    if ((bias != NULL)) {
-                                        t_0_2 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
                                 }
                             }
+                            int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(O0, 3*BP_LANES_D);
                             for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
                                             double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
                                         }
                                     }
                                     bp_vd t_0 = v_0;
@@ -13028,14 +14350,70 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                                         t_0 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                 } else {
                                     bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
                                         for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
                                             double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                             bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                             v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
                                         }
                                     }
                                     bp_vd t_0 = v_0;
@@ -13043,10 +14421,334 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                                         t_0 += bias[KG*g + k_b];
                                     }
                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                 }
                             }
                             if (((O0) % BP_LANES_D) != 0) {
                                 for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vd v_0 = {0};
+                            bp_vd v_1 = {0};
+                            bp_vd v_2 = {0};
+                            bp_vd v_3 = {0};
+                            bp_vd v_4 = {0};
+                            bp_vd v_5 = {0};
+                            bp_vd v_6 = {0};
+                            bp_vd v_7 = {0};
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x1*x2;
+                                    v_2 += x1*x3;
+                                    v_3 += x1*x4;
+                                    v_4 += x1*x5;
+                                    v_5 += x1*x6;
+                                    v_6 += x1*x7;
+                                    v_7 += x1*x8;
+                                }
+                            }
+                            bp_vd t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                            bp_vd t_1 = v_1;
+                            if ((bias != NULL)) {
+                                t_1 += bias[KG*g + k_b + 1];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                            bp_vd t_2 = v_2;
+                            if ((bias != NULL)) {
+                                t_2 += bias[KG*g + k_b + 2];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                            bp_vd t_3 = v_3;
+                            if ((bias != NULL)) {
+                                t_3 += bias[KG*g + k_b + 3];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                            bp_vd t_4 = v_4;
+                            if ((bias != NULL)) {
+                                t_4 += bias[KG*g + k_b + 4];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                            bp_vd t_5 = v_5;
+                            if ((bias != NULL)) {
+                                t_5 += bias[KG*g + k_b + 5];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                            bp_vd t_6 = v_6;
+                            if ((bias != NULL)) {
+                                t_6 += bias[KG*g + k_b + 6];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                            bp_vd t_7 = v_7;
+                            if ((bias != NULL)) {
+                                t_7 += bias[KG*g + k_b + 7];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(O0, 3*BP_LANES_D);
+                        for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            if (O0 >= BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = -3*BP_LANES_D + O0; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                    if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
+                                    } else {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_d(-D0*m0 - 2*BP_LANES_D + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_D + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
+                                                bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
+                                    }
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -13078,23 +14780,57 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                                         bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                     }
                                 }
-                            }
-                        } else {
-                            int64_t v0 = 0;
-                            bp_vd v_0 = {0};
-                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                    v_0 += x0*x1;
+                                if (((O0) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        }
+                                    }
                                 }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                             }
-                            bp_vd t_0 = v_0;
-                            if ((bias != NULL)) {
-                                t_0 += bias[KG*g + k_b];
-                            }
-                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                         }
                     }
                 }
@@ -14729,432 +16465,263 @@ static void bpgen_conv1d_input_f32_part0(float *restrict grad_input, const float
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
             for (int64_t i0r = 0; i0r <= 0; ++i0r) {
-                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
-                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
-                    if (c__b + 8 <= CG) {
-                        if (H0 - i0r >= BP_LANES_F) {
-                            for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_F - i0r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
-                                if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
-                                    bp_vf v_0_0 = {0};
-                                    bp_vf v_0_1 = {0};
-                                    bp_vf v_1_0 = {0};
-                                    bp_vf v_1_1 = {0};
-                                    bp_vf v_2_0 = {0};
-                                    bp_vf v_2_1 = {0};
-                                    bp_vf v_3_0 = {0};
-                                    bp_vf v_3_1 = {0};
-                                    bp_vf v_4_0 = {0};
-                                    bp_vf v_4_1 = {0};
-                                    bp_vf v_5_0 = {0};
-                                    bp_vf v_5_1 = {0};
-                                    bp_vf v_6_0 = {0};
-                                    bp_vf v_6_1 = {0};
-                                    bp_vf v_7_0 = {0};
-                                    bp_vf v_7_1 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
-                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            float x9 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x1*x2;
-                                            v_1_0 += x0*x3;
-                                            v_1_1 += x2*x3;
-                                            v_2_0 += x0*x4;
-                                            v_2_1 += x2*x4;
-                                            v_3_0 += x0*x5;
-                                            v_3_1 += x2*x5;
-                                            v_4_0 += x0*x6;
-                                            v_4_1 += x2*x6;
-                                            v_5_0 += x0*x7;
-                                            v_5_1 += x2*x7;
-                                            v_6_0 += x0*x8;
-                                            v_6_1 += x2*x8;
-                                            v_7_0 += x0*x9;
-                                            v_7_1 += x2*x9;
-                                        }
-                                    }
-                                    bp_vf t_0_0 = v_0_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
-                                    bp_vf t_0_1 = v_0_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
-                                    bp_vf t_1_0 = v_1_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
-                                    bp_vf t_1_1 = v_1_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
-                                    bp_vf t_2_0 = v_2_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
-                                    bp_vf t_2_1 = v_2_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
-                                    bp_vf t_3_0 = v_3_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
-                                    bp_vf t_3_1 = v_3_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
-                                    bp_vf t_4_0 = v_4_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4_0);
-                                    bp_vf t_4_1 = v_4_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + BP_LANES_F + i0r + v0), 1, t_4_1);
-                                    bp_vf t_5_0 = v_5_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5_0);
-                                    bp_vf t_5_1 = v_5_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + BP_LANES_F + i0r + v0), 1, t_5_1);
-                                    bp_vf t_6_0 = v_6_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6_0);
-                                    bp_vf t_6_1 = v_6_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + BP_LANES_F + i0r + v0), 1, t_6_1);
-                                    bp_vf t_7_0 = v_7_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7_0);
-                                    bp_vf t_7_1 = v_7_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_F + i0r + v0), 1, t_7_1);
-                                } else {
-                                    bp_vf v_0_0 = {0};
-                                    bp_vf v_0_1 = {0};
-                                    bp_vf v_1_0 = {0};
-                                    bp_vf v_1_1 = {0};
-                                    bp_vf v_2_0 = {0};
-                                    bp_vf v_2_1 = {0};
-                                    bp_vf v_3_0 = {0};
-                                    bp_vf v_3_1 = {0};
-                                    bp_vf v_4_0 = {0};
-                                    bp_vf v_4_1 = {0};
-                                    bp_vf v_5_0 = {0};
-                                    bp_vf v_5_1 = {0};
-                                    bp_vf v_6_0 = {0};
-                                    bp_vf v_6_1 = {0};
-                                    bp_vf v_7_0 = {0};
-                                    bp_vf v_7_1 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                        int64_t x2_lanes = bp_lane_mask_f(D0*m0 - BP_LANES_F - P0 - i0r - v0, D0*m0 - BP_LANES_F + O0 - P0 - i0r - v0 - 1);
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            bp_vf x2 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0, 1, x2_lanes);
-                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            float x9 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x1*x2;
-                                            v_1_0 += x0*x3;
-                                            v_1_1 += x2*x3;
-                                            v_2_0 += x0*x4;
-                                            v_2_1 += x2*x4;
-                                            v_3_0 += x0*x5;
-                                            v_3_1 += x2*x5;
-                                            v_4_0 += x0*x6;
-                                            v_4_1 += x2*x6;
-                                            v_5_0 += x0*x7;
-                                            v_5_1 += x2*x7;
-                                            v_6_0 += x0*x8;
-                                            v_6_1 += x2*x8;
-                                            v_7_0 += x0*x9;
-                                            v_7_1 += x2*x9;
-                                        }
-                                    }
-                                    bp_vf t_0_0 = v_0_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
-                                    bp_vf t_0_1 = v_0_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
-                                    bp_vf t_1_0 = v_1_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
-                                    bp_vf t_1_1 = v_1_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
-                                    bp_vf t_2_0 = v_2_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
-                                    bp_vf t_2_1 = v_2_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
-                                    bp_vf t_3_0 = v_3_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
-                                    bp_vf t_3_1 = v_3_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
-                                    bp_vf t_4_0 = v_4_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4_0);
-                                    bp_vf t_4_1 = v_4_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + BP_LANES_F + i0r + v0), 1, t_4_1);
-                                    bp_vf t_5_0 = v_5_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5_0);
-                                    bp_vf t_5_1 = v_5_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + BP_LANES_F + i0r + v0), 1, t_5_1);
-                                    bp_vf t_6_0 = v_6_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6_0);
-                                    bp_vf t_6_1 = v_6_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + BP_LANES_F + i0r + v0), 1, t_6_1);
-                                    bp_vf t_7_0 = v_7_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7_0);
-                                    bp_vf t_7_1 = v_7_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_F + i0r + v0), 1, t_7_1);
-                                }
-                            }
-                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
-                            for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x0*x2;
-                                            v_2 += x0*x3;
-                                            v_3 += x0*x4;
-                                            v_4 += x0*x5;
-                                            v_5 += x0*x6;
-                                            v_6 += x0*x7;
-                                            v_7 += x0*x8;
-                                        }
-                                    }
-                                    bp_vf t_0 = v_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                    bp_vf t_1 = v_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                    bp_vf t_2 = v_2;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                    bp_vf t_3 = v_3;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                    bp_vf t_4 = v_4;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                    bp_vf t_5 = v_5;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                    bp_vf t_6 = v_6;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                    bp_vf t_7 = v_7;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                } else {
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x0*x2;
-                                            v_2 += x0*x3;
-                                            v_3 += x0*x4;
-                                            v_4 += x0*x5;
-                                            v_5 += x0*x6;
-                                            v_6 += x0*x7;
-                                            v_7 += x0*x8;
-                                        }
-                                    }
-                                    bp_vf t_0 = v_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                    bp_vf t_1 = v_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                    bp_vf t_2 = v_2;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                    bp_vf t_3 = v_3;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                    bp_vf t_4 = v_4;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                    bp_vf t_5 = v_5;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                    bp_vf t_6 = v_6;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                    bp_vf t_7 = v_7;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                }
-                            }
-                            if (((H0 - i0r) % BP_LANES_F) != 0) {
-                                for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
-                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                        bp_vf v_0 = {0};
-                                        bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        bp_vf v_4 = {0};
-                                        bp_vf v_5 = {0};
-                                        bp_vf v_6 = {0};
-                                        bp_vf v_7 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                                v_0 += x0*x1;
-                                                v_1 += x0*x2;
-                                                v_2 += x0*x3;
-                                                v_3 += x0*x4;
-                                                v_4 += x0*x5;
-                                                v_5 += x0*x6;
-                                                v_6 += x0*x7;
-                                                v_7 += x0*x8;
-                                            }
-                                        }
-                                        bp_vf t_0 = v_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                        bp_vf t_1 = v_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                        bp_vf t_2 = v_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                        bp_vf t_3 = v_3;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                        bp_vf t_4 = v_4;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                        bp_vf t_5 = v_5;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                        bp_vf t_6 = v_6;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                        bp_vf t_7 = v_7;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                    } else {
-                                        bp_vf v_0 = {0};
-                                        bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        bp_vf v_4 = {0};
-                                        bp_vf v_5 = {0};
-                                        bp_vf v_6 = {0};
-                                        bp_vf v_7 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                                v_0 += x0*x1;
-                                                v_1 += x0*x2;
-                                                v_2 += x0*x3;
-                                                v_3 += x0*x4;
-                                                v_4 += x0*x5;
-                                                v_5 += x0*x6;
-                                                v_6 += x0*x7;
-                                                v_7 += x0*x8;
-                                            }
-                                        }
-                                        bp_vf t_0 = v_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                        bp_vf t_1 = v_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                        bp_vf t_2 = v_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                        bp_vf t_3 = v_3;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                        bp_vf t_4 = v_4;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                        bp_vf t_5 = v_5;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                        bp_vf t_6 = v_6;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                        bp_vf t_7 = v_7;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                    }
-                                }
-                            }
-                        } else {
-                            int64_t v0 = 0;
-                            bp_vf v_0 = {0};
-                            bp_vf v_1 = {0};
-                            bp_vf v_2 = {0};
-                            bp_vf v_3 = {0};
-                            bp_vf v_4 = {0};
-                            bp_vf v_5 = {0};
-                            bp_vf v_6 = {0};
-                            bp_vf v_7 = {0};
-                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
-                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                    v_0 += x0*x1;
-                                    v_1 += x0*x2;
-                                    v_2 += x0*x3;
-                                    v_3 += x0*x4;
-                                    v_4 += x0*x5;
-                                    v_5 += x0*x6;
-                                    v_6 += x0*x7;
-                                    v_7 += x0*x8;
-                                }
-                            }
-                            bp_vf t_0 = v_0;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
-                            bp_vf t_1 = v_1;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
-                            bp_vf t_2 = v_2;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
-                            bp_vf t_3 = v_3;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
-                            bp_vf t_4 = v_4;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
-                            bp_vf t_5 = v_5;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
-                            bp_vf t_6 = v_6;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
-                            bp_vf t_7 = v_7;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
+                if (KG*(D0*K0 - D0 + H0 - i0r) <= 32768 && (bp_max(0, D0*K0 - D0 - P0 - i0r) > 0 || bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1) < H0 - i0r - 1)) {
+                    float pad[KG*(D0*K0 - D0 + H0 - i0r)];
+                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                        for (int64_t pj = 0, pj_end = D0*K0 - D0 - P0 - i0r - 1; pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
                         }
-                    } else {
-                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
-                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
-                            int64_t c__b = c__b1;
+                        for (int64_t pj = bp_max(0, D0*K0 - D0 - P0 - i0r), pj_end = bp_min(D0*K0 - D0 + H0 - i0r - 1, D0*K0 - D0 + O0 - P0 - i0r - 1); pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = grad_output[-D0*K0 + D0 + O0*(KG*(G*n_ + g_) + k) + P0 + i0r + pj];
+                        }
+                        for (int64_t pj = bp_max(0, D0*K0 - D0 + O0 - P0 - i0r), pj_end = D0*K0 - D0 + H0 - i0r - 1; pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
+                        }
+                    }
+                    int64_t vlo = 0;
+                    int64_t vhi = H0 - i0r - 1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                        if (c__b + 8 <= CG) {
                             if (H0 - i0r >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_F - i0r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
-                                    if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_1_1 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_2_1 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    bp_vf v_3_1 = {0};
+                                    bp_vf v_4_0 = {0};
+                                    bp_vf v_4_1 = {0};
+                                    bp_vf v_5_0 = {0};
+                                    bp_vf v_5_1 = {0};
+                                    bp_vf v_6_0 = {0};
+                                    bp_vf v_6_1 = {0};
+                                    bp_vf v_7_0 = {0};
+                                    bp_vf v_7_1 = {0};
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            bp_vf x2 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + BP_LANES_F - i0r*k + v0), 1);
+                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            float x9 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x1*x2;
+                                            v_1_0 += x0*x3;
+                                            v_1_1 += x2*x3;
+                                            v_2_0 += x0*x4;
+                                            v_2_1 += x2*x4;
+                                            v_3_0 += x0*x5;
+                                            v_3_1 += x2*x5;
+                                            v_4_0 += x0*x6;
+                                            v_4_1 += x2*x6;
+                                            v_5_0 += x0*x7;
+                                            v_5_1 += x2*x7;
+                                            v_6_0 += x0*x8;
+                                            v_6_1 += x2*x8;
+                                            v_7_0 += x0*x9;
+                                            v_7_1 += x2*x9;
+                                        }
+                                    }
+                                    bp_vf t_0_0 = v_0_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                    bp_vf t_0_1 = v_0_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                    bp_vf t_1_0 = v_1_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                    bp_vf t_1_1 = v_1_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
+                                    bp_vf t_2_0 = v_2_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                    bp_vf t_2_1 = v_2_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
+                                    bp_vf t_3_0 = v_3_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                    bp_vf t_3_1 = v_3_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
+                                    bp_vf t_4_0 = v_4_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4_0);
+                                    bp_vf t_4_1 = v_4_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + BP_LANES_F + i0r + v0), 1, t_4_1);
+                                    bp_vf t_5_0 = v_5_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5_0);
+                                    bp_vf t_5_1 = v_5_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + BP_LANES_F + i0r + v0), 1, t_5_1);
+                                    bp_vf t_6_0 = v_6_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6_0);
+                                    bp_vf t_6_1 = v_6_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + BP_LANES_F + i0r + v0), 1, t_6_1);
+                                    bp_vf t_7_0 = v_7_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7_0);
+                                    bp_vf t_7_1 = v_7_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_F + i0r + v0), 1, t_7_1);
+                                }
+                                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
+                                for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                }
+                                if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                bp_vf v_1 = {0};
+                                bp_vf v_2 = {0};
+                                bp_vf v_3 = {0};
+                                bp_vf v_4 = {0};
+                                bp_vf v_5 = {0};
+                                bp_vf v_6 = {0};
+                                bp_vf v_7 = {0};
+                                int64_t x0_lanes = bp_lane_mask_f(-v0, H0 - i0r - v0 - 1);
+                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vf x0 = bp_vload_masked_f(pad, D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0, 1, x0_lanes);
+                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                        float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                        float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                        float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                        float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                        float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                        float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
+                                bp_vf t_1 = v_1;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
+                                bp_vf t_2 = v_2;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
+                                bp_vf t_3 = v_3;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
+                                bp_vf t_4 = v_4;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
+                                bp_vf t_5 = v_5;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
+                                bp_vf t_6 = v_6;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
+                                bp_vf t_7 = v_7;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
+                            }
+                        } else {
+                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                if (H0 - i0r >= BP_LANES_F) {
+                                    for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_F - i0r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                         bp_vf v_0_0 = {0};
                                         bp_vf v_0_1 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
                                                 float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                bp_vf x2 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + BP_LANES_F - i0r*k + v0), 1);
                                                 v_0_0 += x0*x1;
                                                 v_0_1 += x1*x2;
                                             }
@@ -15163,9 +16730,153 @@ static void bpgen_conv1d_input_f32_part0(float *restrict grad_input, const float
                                         bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
                                         bp_vf t_0_1 = v_0_1;
                                         bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                    }
+                                    for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    }
+                                    if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        }
+                                    }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vf v_0 = {0};
+                                    int64_t x0_lanes = bp_lane_mask_f(-v0, H0 - i0r - v0 - 1);
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_masked_f(pad, D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0, 1, x0_lanes);
+                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                    int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                        if (c__b + 8 <= CG) {
+                            if (H0 - i0r >= BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_F - i0r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                    if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_4_0 = {0};
+                                        bp_vf v_4_1 = {0};
+                                        bp_vf v_5_0 = {0};
+                                        bp_vf v_5_1 = {0};
+                                        bp_vf v_6_0 = {0};
+                                        bp_vf v_6_1 = {0};
+                                        bp_vf v_7_0 = {0};
+                                        bp_vf v_7_1 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                float x9 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_1_0 += x0*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x0*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x0*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x0*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x0*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x0*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x0*x9;
+                                                v_7_1 += x2*x9;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        bp_vf t_1_0 = v_1_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vf t_1_1 = v_1_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
+                                        bp_vf t_2_0 = v_2_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vf t_2_1 = v_2_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
+                                        bp_vf t_3_0 = v_3_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vf t_3_1 = v_3_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
+                                        bp_vf t_4_0 = v_4_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4_0);
+                                        bp_vf t_4_1 = v_4_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + BP_LANES_F + i0r + v0), 1, t_4_1);
+                                        bp_vf t_5_0 = v_5_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5_0);
+                                        bp_vf t_5_1 = v_5_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + BP_LANES_F + i0r + v0), 1, t_5_1);
+                                        bp_vf t_6_0 = v_6_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6_0);
+                                        bp_vf t_6_1 = v_6_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + BP_LANES_F + i0r + v0), 1, t_6_1);
+                                        bp_vf t_7_0 = v_7_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7_0);
+                                        bp_vf t_7_1 = v_7_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_F + i0r + v0), 1, t_7_1);
                                     } else {
                                         bp_vf v_0_0 = {0};
                                         bp_vf v_0_1 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_4_0 = {0};
+                                        bp_vf v_4_1 = {0};
+                                        bp_vf v_5_0 = {0};
+                                        bp_vf v_5_1 = {0};
+                                        bp_vf v_6_0 = {0};
+                                        bp_vf v_6_1 = {0};
+                                        bp_vf v_7_0 = {0};
+                                        bp_vf v_7_1 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                             int64_t x2_lanes = bp_lane_mask_f(D0*m0 - BP_LANES_F - P0 - i0r - v0, D0*m0 - BP_LANES_F + O0 - P0 - i0r - v0 - 1);
@@ -15173,44 +16884,352 @@ static void bpgen_conv1d_input_f32_part0(float *restrict grad_input, const float
                                                 bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
                                                 float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                 bp_vf x2 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                float x9 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                 v_0_0 += x0*x1;
                                                 v_0_1 += x1*x2;
+                                                v_1_0 += x0*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x0*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x0*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x0*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x0*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x0*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x0*x9;
+                                                v_7_1 += x2*x9;
                                             }
                                         }
                                         bp_vf t_0_0 = v_0_0;
                                         bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
                                         bp_vf t_0_1 = v_0_1;
                                         bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        bp_vf t_1_0 = v_1_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vf t_1_1 = v_1_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
+                                        bp_vf t_2_0 = v_2_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vf t_2_1 = v_2_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
+                                        bp_vf t_3_0 = v_3_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vf t_3_1 = v_3_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
+                                        bp_vf t_4_0 = v_4_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4_0);
+                                        bp_vf t_4_1 = v_4_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + BP_LANES_F + i0r + v0), 1, t_4_1);
+                                        bp_vf t_5_0 = v_5_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5_0);
+                                        bp_vf t_5_1 = v_5_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + BP_LANES_F + i0r + v0), 1, t_5_1);
+                                        bp_vf t_6_0 = v_6_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6_0);
+                                        bp_vf t_6_1 = v_6_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + BP_LANES_F + i0r + v0), 1, t_6_1);
+                                        bp_vf t_7_0 = v_7_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7_0);
+                                        bp_vf t_7_1 = v_7_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_F + i0r + v0), 1, t_7_1);
                                     }
                                 }
+                                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
                                 for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                 float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                 v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
                                             }
                                         }
                                         bp_vf t_0 = v_0;
                                         bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     } else {
                                         bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                                 bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
                                                 float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                 v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
                                             }
                                         }
                                         bp_vf t_0 = v_0;
                                         bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     }
                                 }
                                 if (((H0 - i0r) % BP_LANES_F) != 0) {
                                     for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                bp_vf v_1 = {0};
+                                bp_vf v_2 = {0};
+                                bp_vf v_3 = {0};
+                                bp_vf v_4 = {0};
+                                bp_vf v_5 = {0};
+                                bp_vf v_6 = {0};
+                                bp_vf v_7 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                        float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                        float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                        float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                        float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                        float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                        float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
+                                bp_vf t_1 = v_1;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
+                                bp_vf t_2 = v_2;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
+                                bp_vf t_3 = v_3;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
+                                bp_vf t_4 = v_4;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
+                                bp_vf t_5 = v_5;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
+                                bp_vf t_6 = v_6;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
+                                bp_vf t_7 = v_7;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
+                            }
+                        } else {
+                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                if (H0 - i0r >= BP_LANES_F) {
+                                    for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_F - i0r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                        if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                }
+                                            }
+                                            bp_vf t_0_0 = v_0_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vf t_0_1 = v_0_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        } else {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                int64_t x2_lanes = bp_lane_mask_f(D0*m0 - BP_LANES_F - P0 - i0r - v0, D0*m0 - BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vf x2 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                }
+                                            }
+                                            bp_vf t_0_0 = v_0_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vf t_0_1 = v_0_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        }
+                                    }
+                                    for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
                                             for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -15236,20 +17255,48 @@ static void bpgen_conv1d_input_f32_part0(float *restrict grad_input, const float
                                             bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                         }
                                     }
-                                }
-                            } else {
-                                int64_t v0 = 0;
-                                bp_vf v_0 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
-                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                        bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                        v_0 += x0*x1;
+                                    if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            }
+                                        }
                                     }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vf v_0 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                                 }
-                                bp_vf t_0 = v_0;
-                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                             }
                         }
                     }
@@ -15269,13 +17316,25 @@ static void bpgen_conv1d_input_f32_part1(float *restrict grad_input, const float
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
             for (int64_t i0r = 0; i0r <= 0; ++i0r) {
-                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
-                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
-                    if (c__b + 8 <= CG) {
-                        if (H0 - i0r >= BP_LANES_F) {
-                            for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_F - i0r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
-                                if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                if (KG*(D0*K0 - D0 + H0 - i0r) <= 32768 && (bp_max(0, D0*K0 - D0 - P0 - i0r) > 0 || bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1) < H0 - i0r - 1)) {
+                    float pad[KG*(D0*K0 - D0 + H0 - i0r)];
+                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                        for (int64_t pj = 0, pj_end = D0*K0 - D0 - P0 - i0r - 1; pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
+                        }
+                        for (int64_t pj = bp_max(0, D0*K0 - D0 - P0 - i0r), pj_end = bp_min(D0*K0 - D0 + H0 - i0r - 1, D0*K0 - D0 + O0 - P0 - i0r - 1); pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = grad_output[-D0*K0 + D0 + O0*(KG*(G*n_ + g_) + k) + P0 + i0r + pj];
+                        }
+                        for (int64_t pj = bp_max(0, D0*K0 - D0 + O0 - P0 - i0r), pj_end = D0*K0 - D0 + H0 - i0r - 1; pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
+                        }
+                    }
+                    int64_t vlo = 0;
+                    int64_t vhi = H0 - i0r - 1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                        if (c__b + 8 <= CG) {
+                            if (H0 - i0r >= BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_F - i0r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
                                     for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
                                         int64_t c__b = c__bg;
                                         bp_vf v_0_0 = {0};
@@ -15290,78 +17349,12 @@ static void bpgen_conv1d_input_f32_part1(float *restrict grad_input, const float
                                         bp_vf v_3_0 = {0};
                                         bp_vf v_3_1 = {0};
                                         bp_vf v_3_2 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
                                                 float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
-                                                bp_vf x3 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0), 1);
-                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x1*x2;
-                                                v_0_2 += x1*x3;
-                                                v_1_0 += x0*x4;
-                                                v_1_1 += x2*x4;
-                                                v_1_2 += x3*x4;
-                                                v_2_0 += x0*x5;
-                                                v_2_1 += x2*x5;
-                                                v_2_2 += x3*x5;
-                                                v_3_0 += x0*x6;
-                                                v_3_1 += x2*x6;
-                                                v_3_2 += x3*x6;
-                                            }
-                                        }
-                                        bp_vf t_0_0 = v_0_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
-                                        bp_vf t_0_1 = v_0_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
-                                        bp_vf t_0_2 = v_0_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
-                                        bp_vf t_1_0 = v_1_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
-                                        bp_vf t_1_1 = v_1_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
-                                        bp_vf t_1_2 = v_1_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_F + i0r + v0), 1, t_1_2);
-                                        bp_vf t_2_0 = v_2_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
-                                        bp_vf t_2_1 = v_2_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
-                                        bp_vf t_2_2 = v_2_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_F + i0r + v0), 1, t_2_2);
-                                        bp_vf t_3_0 = v_3_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
-                                        bp_vf t_3_1 = v_3_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
-                                        bp_vf t_3_2 = v_3_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_F + i0r + v0), 1, t_3_2);
-                                    }
-                                } else {
-                                    for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
-                                        int64_t c__b = c__bg;
-                                        bp_vf v_0_0 = {0};
-                                        bp_vf v_0_1 = {0};
-                                        bp_vf v_0_2 = {0};
-                                        bp_vf v_1_0 = {0};
-                                        bp_vf v_1_1 = {0};
-                                        bp_vf v_1_2 = {0};
-                                        bp_vf v_2_0 = {0};
-                                        bp_vf v_2_1 = {0};
-                                        bp_vf v_2_2 = {0};
-                                        bp_vf v_3_0 = {0};
-                                        bp_vf v_3_1 = {0};
-                                        bp_vf v_3_2 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                            int64_t x2_lanes = bp_lane_mask_f(D0*m0 - BP_LANES_F - P0 - i0r - v0, D0*m0 - BP_LANES_F + O0 - P0 - i0r - v0 - 1);
-                                            int64_t x3_lanes = bp_lane_mask_f(D0*m0 - 2*BP_LANES_F - P0 - i0r - v0, D0*m0 - 2*BP_LANES_F + O0 - P0 - i0r - v0 - 1);
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                bp_vf x2 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0, 1, x2_lanes);
-                                                bp_vf x3 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                bp_vf x2 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + BP_LANES_F - i0r*k + v0), 1);
+                                                bp_vf x3 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + 2*BP_LANES_F - i0r*k + v0), 1);
                                                 float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                 float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
                                                 float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
@@ -15405,10 +17398,8 @@ static void bpgen_conv1d_input_f32_part1(float *restrict grad_input, const float
                                         bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_F + i0r + v0), 1, t_3_2);
                                     }
                                 }
-                            }
-                            int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
-                            for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
+                                for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
                                     bp_vf v_2 = {0};
@@ -15417,56 +17408,9 @@ static void bpgen_conv1d_input_f32_part1(float *restrict grad_input, const float
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x0*x2;
-                                            v_2 += x0*x3;
-                                            v_3 += x0*x4;
-                                            v_4 += x0*x5;
-                                            v_5 += x0*x6;
-                                            v_6 += x0*x7;
-                                            v_7 += x0*x8;
-                                        }
-                                    }
-                                    bp_vf t_0 = v_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                    bp_vf t_1 = v_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                    bp_vf t_2 = v_2;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                    bp_vf t_3 = v_3;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                    bp_vf t_4 = v_4;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                    bp_vf t_5 = v_5;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                    bp_vf t_6 = v_6;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                    bp_vf t_7 = v_7;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                } else {
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
                                             float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                             float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                             float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -15502,10 +17446,8 @@ static void bpgen_conv1d_input_f32_part1(float *restrict grad_input, const float
                                     bp_vf t_7 = v_7;
                                     bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                 }
-                            }
-                            if (((H0 - i0r) % BP_LANES_F) != 0) {
-                                for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
-                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
                                         bp_vf v_2 = {0};
@@ -15514,56 +17456,9 @@ static void bpgen_conv1d_input_f32_part1(float *restrict grad_input, const float
                                         bp_vf v_5 = {0};
                                         bp_vf v_6 = {0};
                                         bp_vf v_7 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                                v_0 += x0*x1;
-                                                v_1 += x0*x2;
-                                                v_2 += x0*x3;
-                                                v_3 += x0*x4;
-                                                v_4 += x0*x5;
-                                                v_5 += x0*x6;
-                                                v_6 += x0*x7;
-                                                v_7 += x0*x8;
-                                            }
-                                        }
-                                        bp_vf t_0 = v_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                        bp_vf t_1 = v_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                        bp_vf t_2 = v_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                        bp_vf t_3 = v_3;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                        bp_vf t_4 = v_4;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                        bp_vf t_5 = v_5;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                        bp_vf t_6 = v_6;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                        bp_vf t_7 = v_7;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                    } else {
-                                        bp_vf v_0 = {0};
-                                        bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        bp_vf v_4 = {0};
-                                        bp_vf v_5 = {0};
-                                        bp_vf v_6 = {0};
-                                        bp_vf v_7 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
                                                 float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                 float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                 float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -15600,137 +17495,561 @@ static void bpgen_conv1d_input_f32_part1(float *restrict grad_input, const float
                                         bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     }
                                 }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                bp_vf v_1 = {0};
+                                bp_vf v_2 = {0};
+                                bp_vf v_3 = {0};
+                                bp_vf v_4 = {0};
+                                bp_vf v_5 = {0};
+                                bp_vf v_6 = {0};
+                                bp_vf v_7 = {0};
+                                int64_t x0_lanes = bp_lane_mask_f(-v0, H0 - i0r - v0 - 1);
+                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vf x0 = bp_vload_masked_f(pad, D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0, 1, x0_lanes);
+                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                        float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                        float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                        float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                        float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                        float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                        float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
+                                bp_vf t_1 = v_1;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
+                                bp_vf t_2 = v_2;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
+                                bp_vf t_3 = v_3;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
+                                bp_vf t_4 = v_4;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
+                                bp_vf t_5 = v_5;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
+                                bp_vf t_6 = v_6;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
+                                bp_vf t_7 = v_7;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
                             }
                         } else {
-                            int64_t v0 = 0;
-                            bp_vf v_0 = {0};
-                            bp_vf v_1 = {0};
-                            bp_vf v_2 = {0};
-                            bp_vf v_3 = {0};
-                            bp_vf v_4 = {0};
-                            bp_vf v_5 = {0};
-                            bp_vf v_6 = {0};
-                            bp_vf v_7 = {0};
-                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
-                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                    v_0 += x0*x1;
-                                    v_1 += x0*x2;
-                                    v_2 += x0*x3;
-                                    v_3 += x0*x4;
-                                    v_4 += x0*x5;
-                                    v_5 += x0*x6;
-                                    v_6 += x0*x7;
-                                    v_7 += x0*x8;
+                            int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                if (H0 - i0r >= BP_LANES_F) {
+                                    for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_F - i0r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vf x2 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + BP_LANES_F - i0r*k + v0), 1);
+                                                bp_vf x3 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + 2*BP_LANES_F - i0r*k + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                    }
+                                    for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    }
+                                    if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    bp_vf x0 = bp_vload_f(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        }
+                                    }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vf v_0 = {0};
+                                    int64_t x0_lanes = bp_lane_mask_f(-v0, H0 - i0r - v0 - 1);
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vf x0 = bp_vload_masked_f(pad, D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0, 1, x0_lanes);
+                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                                 }
                             }
-                            bp_vf t_0 = v_0;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
-                            bp_vf t_1 = v_1;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
-                            bp_vf t_2 = v_2;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
-                            bp_vf t_3 = v_3;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
-                            bp_vf t_4 = v_4;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
-                            bp_vf t_5 = v_5;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
-                            bp_vf t_6 = v_6;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
-                            bp_vf t_7 = v_7;
-                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
                         }
-                    } else {
-                        int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
-                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
-                            int64_t c__b = c__b1;
+                    }
+                } else {
+                    int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                    int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                        if (c__b + 8 <= CG) {
                             if (H0 - i0r >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_F - i0r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
                                     if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
-                                        bp_vf v_0_0 = {0};
-                                        bp_vf v_0_1 = {0};
-                                        bp_vf v_0_2 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
-                                                bp_vf x3 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0), 1);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x1*x2;
-                                                v_0_2 += x1*x3;
+                                        for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                            int64_t c__b = c__bg;
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            bp_vf v_1_0 = {0};
+                                            bp_vf v_1_1 = {0};
+                                            bp_vf v_1_2 = {0};
+                                            bp_vf v_2_0 = {0};
+                                            bp_vf v_2_1 = {0};
+                                            bp_vf v_2_2 = {0};
+                                            bp_vf v_3_0 = {0};
+                                            bp_vf v_3_1 = {0};
+                                            bp_vf v_3_2 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                    v_0_2 += x1*x3;
+                                                    v_1_0 += x0*x4;
+                                                    v_1_1 += x2*x4;
+                                                    v_1_2 += x3*x4;
+                                                    v_2_0 += x0*x5;
+                                                    v_2_1 += x2*x5;
+                                                    v_2_2 += x3*x5;
+                                                    v_3_0 += x0*x6;
+                                                    v_3_1 += x2*x6;
+                                                    v_3_2 += x3*x6;
+                                                }
                                             }
+                                            bp_vf t_0_0 = v_0_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vf t_0_1 = v_0_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                            bp_vf t_0_2 = v_0_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                            bp_vf t_1_0 = v_1_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                            bp_vf t_1_1 = v_1_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
+                                            bp_vf t_1_2 = v_1_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_F + i0r + v0), 1, t_1_2);
+                                            bp_vf t_2_0 = v_2_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                            bp_vf t_2_1 = v_2_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
+                                            bp_vf t_2_2 = v_2_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_F + i0r + v0), 1, t_2_2);
+                                            bp_vf t_3_0 = v_3_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                            bp_vf t_3_1 = v_3_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
+                                            bp_vf t_3_2 = v_3_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_F + i0r + v0), 1, t_3_2);
                                         }
-                                        bp_vf t_0_0 = v_0_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
-                                        bp_vf t_0_1 = v_0_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
-                                        bp_vf t_0_2 = v_0_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
                                     } else {
-                                        bp_vf v_0_0 = {0};
-                                        bp_vf v_0_1 = {0};
-                                        bp_vf v_0_2 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                            int64_t x2_lanes = bp_lane_mask_f(D0*m0 - BP_LANES_F - P0 - i0r - v0, D0*m0 - BP_LANES_F + O0 - P0 - i0r - v0 - 1);
-                                            int64_t x3_lanes = bp_lane_mask_f(D0*m0 - 2*BP_LANES_F - P0 - i0r - v0, D0*m0 - 2*BP_LANES_F + O0 - P0 - i0r - v0 - 1);
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                bp_vf x2 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0, 1, x2_lanes);
-                                                bp_vf x3 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0, 1, x3_lanes);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x1*x2;
-                                                v_0_2 += x1*x3;
+                                        for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                            int64_t c__b = c__bg;
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            bp_vf v_1_0 = {0};
+                                            bp_vf v_1_1 = {0};
+                                            bp_vf v_1_2 = {0};
+                                            bp_vf v_2_0 = {0};
+                                            bp_vf v_2_1 = {0};
+                                            bp_vf v_2_2 = {0};
+                                            bp_vf v_3_0 = {0};
+                                            bp_vf v_3_1 = {0};
+                                            bp_vf v_3_2 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                int64_t x2_lanes = bp_lane_mask_f(D0*m0 - BP_LANES_F - P0 - i0r - v0, D0*m0 - BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                                int64_t x3_lanes = bp_lane_mask_f(D0*m0 - 2*BP_LANES_F - P0 - i0r - v0, D0*m0 - 2*BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vf x2 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                    bp_vf x3 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                    v_0_2 += x1*x3;
+                                                    v_1_0 += x0*x4;
+                                                    v_1_1 += x2*x4;
+                                                    v_1_2 += x3*x4;
+                                                    v_2_0 += x0*x5;
+                                                    v_2_1 += x2*x5;
+                                                    v_2_2 += x3*x5;
+                                                    v_3_0 += x0*x6;
+                                                    v_3_1 += x2*x6;
+                                                    v_3_2 += x3*x6;
+                                                }
                                             }
+                                            bp_vf t_0_0 = v_0_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vf t_0_1 = v_0_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                            bp_vf t_0_2 = v_0_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                            bp_vf t_1_0 = v_1_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                            bp_vf t_1_1 = v_1_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
+                                            bp_vf t_1_2 = v_1_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_F + i0r + v0), 1, t_1_2);
+                                            bp_vf t_2_0 = v_2_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                            bp_vf t_2_1 = v_2_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
+                                            bp_vf t_2_2 = v_2_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_F + i0r + v0), 1, t_2_2);
+                                            bp_vf t_3_0 = v_3_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                            bp_vf t_3_1 = v_3_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
+                                            bp_vf t_3_2 = v_3_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_F + i0r + v0), 1, t_3_2);
                                         }
-                                        bp_vf t_0_0 = v_0_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
-                                        bp_vf t_0_1 = v_0_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
-                                        bp_vf t_0_2 = v_0_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
                                     }
                                 }
+                                int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
                                 for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                 float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                 v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
                                             }
                                         }
                                         bp_vf t_0 = v_0;
                                         bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     } else {
                                         bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                                 bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
                                                 float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                 v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
                                             }
                                         }
                                         bp_vf t_0 = v_0;
                                         bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     }
                                 }
                                 if (((H0 - i0r) % BP_LANES_F) != 0) {
                                     for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                bp_vf v_1 = {0};
+                                bp_vf v_2 = {0};
+                                bp_vf v_3 = {0};
+                                bp_vf v_4 = {0};
+                                bp_vf v_5 = {0};
+                                bp_vf v_6 = {0};
+                                bp_vf v_7 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                        float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                        float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                        float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                        float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                        float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                        float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
+                                bp_vf t_1 = v_1;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
+                                bp_vf t_2 = v_2;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
+                                bp_vf t_3 = v_3;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
+                                bp_vf t_4 = v_4;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
+                                bp_vf t_5 = v_5;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
+                                bp_vf t_6 = v_6;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
+                                bp_vf t_7 = v_7;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
+                            }
+                        } else {
+                            int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                if (H0 - i0r >= BP_LANES_F) {
+                                    for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_F - i0r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                        if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                    v_0_2 += x1*x3;
+                                                }
+                                            }
+                                            bp_vf t_0_0 = v_0_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vf t_0_1 = v_0_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                            bp_vf t_0_2 = v_0_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                        } else {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                int64_t x2_lanes = bp_lane_mask_f(D0*m0 - BP_LANES_F - P0 - i0r - v0, D0*m0 - BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                                int64_t x3_lanes = bp_lane_mask_f(D0*m0 - 2*BP_LANES_F - P0 - i0r - v0, D0*m0 - 2*BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vf x2 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                    bp_vf x3 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                    v_0_2 += x1*x3;
+                                                }
+                                            }
+                                            bp_vf t_0_0 = v_0_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vf t_0_1 = v_0_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                            bp_vf t_0_2 = v_0_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                        }
+                                    }
+                                    for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
                                             for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -15756,20 +18075,48 @@ static void bpgen_conv1d_input_f32_part1(float *restrict grad_input, const float
                                             bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                         }
                                     }
-                                }
-                            } else {
-                                int64_t v0 = 0;
-                                bp_vf v_0 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
-                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                        bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                        v_0 += x0*x1;
+                                    if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            }
+                                        }
                                     }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vf v_0 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                                 }
-                                bp_vf t_0 = v_0;
-                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                             }
                         }
                     }
@@ -18404,432 +20751,263 @@ static void bpgen_conv1d_input_f64_part0(double *restrict grad_input, const doub
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
             for (int64_t i0r = 0; i0r <= 0; ++i0r) {
-                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
-                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
-                    if (c__b + 8 <= CG) {
-                        if (H0 - i0r >= BP_LANES_D) {
-                            for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_D - i0r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
-                                if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
-                                    bp_vd v_0_0 = {0};
-                                    bp_vd v_0_1 = {0};
-                                    bp_vd v_1_0 = {0};
-                                    bp_vd v_1_1 = {0};
-                                    bp_vd v_2_0 = {0};
-                                    bp_vd v_2_1 = {0};
-                                    bp_vd v_3_0 = {0};
-                                    bp_vd v_3_1 = {0};
-                                    bp_vd v_4_0 = {0};
-                                    bp_vd v_4_1 = {0};
-                                    bp_vd v_5_0 = {0};
-                                    bp_vd v_5_1 = {0};
-                                    bp_vd v_6_0 = {0};
-                                    bp_vd v_6_1 = {0};
-                                    bp_vd v_7_0 = {0};
-                                    bp_vd v_7_1 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
-                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            double x9 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x1*x2;
-                                            v_1_0 += x0*x3;
-                                            v_1_1 += x2*x3;
-                                            v_2_0 += x0*x4;
-                                            v_2_1 += x2*x4;
-                                            v_3_0 += x0*x5;
-                                            v_3_1 += x2*x5;
-                                            v_4_0 += x0*x6;
-                                            v_4_1 += x2*x6;
-                                            v_5_0 += x0*x7;
-                                            v_5_1 += x2*x7;
-                                            v_6_0 += x0*x8;
-                                            v_6_1 += x2*x8;
-                                            v_7_0 += x0*x9;
-                                            v_7_1 += x2*x9;
-                                        }
-                                    }
-                                    bp_vd t_0_0 = v_0_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
-                                    bp_vd t_0_1 = v_0_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
-                                    bp_vd t_1_0 = v_1_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
-                                    bp_vd t_1_1 = v_1_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
-                                    bp_vd t_2_0 = v_2_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
-                                    bp_vd t_2_1 = v_2_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
-                                    bp_vd t_3_0 = v_3_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
-                                    bp_vd t_3_1 = v_3_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
-                                    bp_vd t_4_0 = v_4_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4_0);
-                                    bp_vd t_4_1 = v_4_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + BP_LANES_D + i0r + v0), 1, t_4_1);
-                                    bp_vd t_5_0 = v_5_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5_0);
-                                    bp_vd t_5_1 = v_5_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + BP_LANES_D + i0r + v0), 1, t_5_1);
-                                    bp_vd t_6_0 = v_6_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6_0);
-                                    bp_vd t_6_1 = v_6_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + BP_LANES_D + i0r + v0), 1, t_6_1);
-                                    bp_vd t_7_0 = v_7_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7_0);
-                                    bp_vd t_7_1 = v_7_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_D + i0r + v0), 1, t_7_1);
-                                } else {
-                                    bp_vd v_0_0 = {0};
-                                    bp_vd v_0_1 = {0};
-                                    bp_vd v_1_0 = {0};
-                                    bp_vd v_1_1 = {0};
-                                    bp_vd v_2_0 = {0};
-                                    bp_vd v_2_1 = {0};
-                                    bp_vd v_3_0 = {0};
-                                    bp_vd v_3_1 = {0};
-                                    bp_vd v_4_0 = {0};
-                                    bp_vd v_4_1 = {0};
-                                    bp_vd v_5_0 = {0};
-                                    bp_vd v_5_1 = {0};
-                                    bp_vd v_6_0 = {0};
-                                    bp_vd v_6_1 = {0};
-                                    bp_vd v_7_0 = {0};
-                                    bp_vd v_7_1 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                        int64_t x2_lanes = bp_lane_mask_d(D0*m0 - BP_LANES_D - P0 - i0r - v0, D0*m0 - BP_LANES_D + O0 - P0 - i0r - v0 - 1);
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            bp_vd x2 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0, 1, x2_lanes);
-                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            double x9 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x1*x2;
-                                            v_1_0 += x0*x3;
-                                            v_1_1 += x2*x3;
-                                            v_2_0 += x0*x4;
-                                            v_2_1 += x2*x4;
-                                            v_3_0 += x0*x5;
-                                            v_3_1 += x2*x5;
-                                            v_4_0 += x0*x6;
-                                            v_4_1 += x2*x6;
-                                            v_5_0 += x0*x7;
-                                            v_5_1 += x2*x7;
-                                            v_6_0 += x0*x8;
-                                            v_6_1 += x2*x8;
-                                            v_7_0 += x0*x9;
-                                            v_7_1 += x2*x9;
-                                        }
-                                    }
-                                    bp_vd t_0_0 = v_0_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
-                                    bp_vd t_0_1 = v_0_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
-                                    bp_vd t_1_0 = v_1_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
-                                    bp_vd t_1_1 = v_1_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
-                                    bp_vd t_2_0 = v_2_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
-                                    bp_vd t_2_1 = v_2_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
-                                    bp_vd t_3_0 = v_3_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
-                                    bp_vd t_3_1 = v_3_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
-                                    bp_vd t_4_0 = v_4_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4_0);
-                                    bp_vd t_4_1 = v_4_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + BP_LANES_D + i0r + v0), 1, t_4_1);
-                                    bp_vd t_5_0 = v_5_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5_0);
-                                    bp_vd t_5_1 = v_5_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + BP_LANES_D + i0r + v0), 1, t_5_1);
-                                    bp_vd t_6_0 = v_6_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6_0);
-                                    bp_vd t_6_1 = v_6_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + BP_LANES_D + i0r + v0), 1, t_6_1);
-                                    bp_vd t_7_0 = v_7_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7_0);
-                                    bp_vd t_7_1 = v_7_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_D + i0r + v0), 1, t_7_1);
-                                }
-                            }
-                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
-                            for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x0*x2;
-                                            v_2 += x0*x3;
-                                            v_3 += x0*x4;
-                                            v_4 += x0*x5;
-                                            v_5 += x0*x6;
-                                            v_6 += x0*x7;
-                                            v_7 += x0*x8;
-                                        }
-                                    }
-                                    bp_vd t_0 = v_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                    bp_vd t_1 = v_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                    bp_vd t_2 = v_2;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                    bp_vd t_3 = v_3;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                    bp_vd t_4 = v_4;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                    bp_vd t_5 = v_5;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                    bp_vd t_6 = v_6;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                    bp_vd t_7 = v_7;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                } else {
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x0*x2;
-                                            v_2 += x0*x3;
-                                            v_3 += x0*x4;
-                                            v_4 += x0*x5;
-                                            v_5 += x0*x6;
-                                            v_6 += x0*x7;
-                                            v_7 += x0*x8;
-                                        }
-                                    }
-                                    bp_vd t_0 = v_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                    bp_vd t_1 = v_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                    bp_vd t_2 = v_2;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                    bp_vd t_3 = v_3;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                    bp_vd t_4 = v_4;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                    bp_vd t_5 = v_5;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                    bp_vd t_6 = v_6;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                    bp_vd t_7 = v_7;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                }
-                            }
-                            if (((H0 - i0r) % BP_LANES_D) != 0) {
-                                for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
-                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                        bp_vd v_0 = {0};
-                                        bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        bp_vd v_4 = {0};
-                                        bp_vd v_5 = {0};
-                                        bp_vd v_6 = {0};
-                                        bp_vd v_7 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                                v_0 += x0*x1;
-                                                v_1 += x0*x2;
-                                                v_2 += x0*x3;
-                                                v_3 += x0*x4;
-                                                v_4 += x0*x5;
-                                                v_5 += x0*x6;
-                                                v_6 += x0*x7;
-                                                v_7 += x0*x8;
-                                            }
-                                        }
-                                        bp_vd t_0 = v_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                        bp_vd t_1 = v_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                        bp_vd t_2 = v_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                        bp_vd t_3 = v_3;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                        bp_vd t_4 = v_4;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                        bp_vd t_5 = v_5;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                        bp_vd t_6 = v_6;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                        bp_vd t_7 = v_7;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                    } else {
-                                        bp_vd v_0 = {0};
-                                        bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        bp_vd v_4 = {0};
-                                        bp_vd v_5 = {0};
-                                        bp_vd v_6 = {0};
-                                        bp_vd v_7 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                                v_0 += x0*x1;
-                                                v_1 += x0*x2;
-                                                v_2 += x0*x3;
-                                                v_3 += x0*x4;
-                                                v_4 += x0*x5;
-                                                v_5 += x0*x6;
-                                                v_6 += x0*x7;
-                                                v_7 += x0*x8;
-                                            }
-                                        }
-                                        bp_vd t_0 = v_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                        bp_vd t_1 = v_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                        bp_vd t_2 = v_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                        bp_vd t_3 = v_3;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                        bp_vd t_4 = v_4;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                        bp_vd t_5 = v_5;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                        bp_vd t_6 = v_6;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                        bp_vd t_7 = v_7;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                    }
-                                }
-                            }
-                        } else {
-                            int64_t v0 = 0;
-                            bp_vd v_0 = {0};
-                            bp_vd v_1 = {0};
-                            bp_vd v_2 = {0};
-                            bp_vd v_3 = {0};
-                            bp_vd v_4 = {0};
-                            bp_vd v_5 = {0};
-                            bp_vd v_6 = {0};
-                            bp_vd v_7 = {0};
-                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
-                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                    v_0 += x0*x1;
-                                    v_1 += x0*x2;
-                                    v_2 += x0*x3;
-                                    v_3 += x0*x4;
-                                    v_4 += x0*x5;
-                                    v_5 += x0*x6;
-                                    v_6 += x0*x7;
-                                    v_7 += x0*x8;
-                                }
-                            }
-                            bp_vd t_0 = v_0;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
-                            bp_vd t_1 = v_1;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
-                            bp_vd t_2 = v_2;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
-                            bp_vd t_3 = v_3;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
-                            bp_vd t_4 = v_4;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
-                            bp_vd t_5 = v_5;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
-                            bp_vd t_6 = v_6;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
-                            bp_vd t_7 = v_7;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
+                if (KG*(D0*K0 - D0 + H0 - i0r) <= 32768 && (bp_max(0, D0*K0 - D0 - P0 - i0r) > 0 || bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1) < H0 - i0r - 1)) {
+                    double pad[KG*(D0*K0 - D0 + H0 - i0r)];
+                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                        for (int64_t pj = 0, pj_end = D0*K0 - D0 - P0 - i0r - 1; pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
                         }
-                    } else {
-                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
-                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
-                            int64_t c__b = c__b1;
+                        for (int64_t pj = bp_max(0, D0*K0 - D0 - P0 - i0r), pj_end = bp_min(D0*K0 - D0 + H0 - i0r - 1, D0*K0 - D0 + O0 - P0 - i0r - 1); pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = grad_output[-D0*K0 + D0 + O0*(KG*(G*n_ + g_) + k) + P0 + i0r + pj];
+                        }
+                        for (int64_t pj = bp_max(0, D0*K0 - D0 + O0 - P0 - i0r), pj_end = D0*K0 - D0 + H0 - i0r - 1; pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
+                        }
+                    }
+                    int64_t vlo = 0;
+                    int64_t vhi = H0 - i0r - 1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                        if (c__b + 8 <= CG) {
                             if (H0 - i0r >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_D - i0r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
-                                    if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_1_1 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_2_1 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    bp_vd v_3_1 = {0};
+                                    bp_vd v_4_0 = {0};
+                                    bp_vd v_4_1 = {0};
+                                    bp_vd v_5_0 = {0};
+                                    bp_vd v_5_1 = {0};
+                                    bp_vd v_6_0 = {0};
+                                    bp_vd v_6_1 = {0};
+                                    bp_vd v_7_0 = {0};
+                                    bp_vd v_7_1 = {0};
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            bp_vd x2 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + BP_LANES_D - i0r*k + v0), 1);
+                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            double x9 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x1*x2;
+                                            v_1_0 += x0*x3;
+                                            v_1_1 += x2*x3;
+                                            v_2_0 += x0*x4;
+                                            v_2_1 += x2*x4;
+                                            v_3_0 += x0*x5;
+                                            v_3_1 += x2*x5;
+                                            v_4_0 += x0*x6;
+                                            v_4_1 += x2*x6;
+                                            v_5_0 += x0*x7;
+                                            v_5_1 += x2*x7;
+                                            v_6_0 += x0*x8;
+                                            v_6_1 += x2*x8;
+                                            v_7_0 += x0*x9;
+                                            v_7_1 += x2*x9;
+                                        }
+                                    }
+                                    bp_vd t_0_0 = v_0_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                    bp_vd t_0_1 = v_0_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                    bp_vd t_1_0 = v_1_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                    bp_vd t_1_1 = v_1_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
+                                    bp_vd t_2_0 = v_2_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                    bp_vd t_2_1 = v_2_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
+                                    bp_vd t_3_0 = v_3_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                    bp_vd t_3_1 = v_3_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
+                                    bp_vd t_4_0 = v_4_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4_0);
+                                    bp_vd t_4_1 = v_4_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + BP_LANES_D + i0r + v0), 1, t_4_1);
+                                    bp_vd t_5_0 = v_5_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5_0);
+                                    bp_vd t_5_1 = v_5_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + BP_LANES_D + i0r + v0), 1, t_5_1);
+                                    bp_vd t_6_0 = v_6_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6_0);
+                                    bp_vd t_6_1 = v_6_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + BP_LANES_D + i0r + v0), 1, t_6_1);
+                                    bp_vd t_7_0 = v_7_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7_0);
+                                    bp_vd t_7_1 = v_7_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_D + i0r + v0), 1, t_7_1);
+                                }
+                                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
+                                for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                }
+                                if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                bp_vd v_1 = {0};
+                                bp_vd v_2 = {0};
+                                bp_vd v_3 = {0};
+                                bp_vd v_4 = {0};
+                                bp_vd v_5 = {0};
+                                bp_vd v_6 = {0};
+                                bp_vd v_7 = {0};
+                                int64_t x0_lanes = bp_lane_mask_d(-v0, H0 - i0r - v0 - 1);
+                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vd x0 = bp_vload_masked_d(pad, D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0, 1, x0_lanes);
+                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                        double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                        double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                        double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                        double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                        double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                        double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
+                                bp_vd t_1 = v_1;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
+                                bp_vd t_2 = v_2;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
+                                bp_vd t_3 = v_3;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
+                                bp_vd t_4 = v_4;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
+                                bp_vd t_5 = v_5;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
+                                bp_vd t_6 = v_6;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
+                                bp_vd t_7 = v_7;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
+                            }
+                        } else {
+                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                if (H0 - i0r >= BP_LANES_D) {
+                                    for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_D - i0r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                         bp_vd v_0_0 = {0};
                                         bp_vd v_0_1 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
                                                 double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                bp_vd x2 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + BP_LANES_D - i0r*k + v0), 1);
                                                 v_0_0 += x0*x1;
                                                 v_0_1 += x1*x2;
                                             }
@@ -18838,9 +21016,153 @@ static void bpgen_conv1d_input_f64_part0(double *restrict grad_input, const doub
                                         bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
                                         bp_vd t_0_1 = v_0_1;
                                         bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                    }
+                                    for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    }
+                                    if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        }
+                                    }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vd v_0 = {0};
+                                    int64_t x0_lanes = bp_lane_mask_d(-v0, H0 - i0r - v0 - 1);
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_masked_d(pad, D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0, 1, x0_lanes);
+                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                    int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                        if (c__b + 8 <= CG) {
+                            if (H0 - i0r >= BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_D - i0r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                    if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_4_0 = {0};
+                                        bp_vd v_4_1 = {0};
+                                        bp_vd v_5_0 = {0};
+                                        bp_vd v_5_1 = {0};
+                                        bp_vd v_6_0 = {0};
+                                        bp_vd v_6_1 = {0};
+                                        bp_vd v_7_0 = {0};
+                                        bp_vd v_7_1 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                double x9 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_1_0 += x0*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x0*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x0*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x0*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x0*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x0*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x0*x9;
+                                                v_7_1 += x2*x9;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        bp_vd t_1_0 = v_1_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vd t_1_1 = v_1_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
+                                        bp_vd t_2_0 = v_2_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vd t_2_1 = v_2_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
+                                        bp_vd t_3_0 = v_3_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vd t_3_1 = v_3_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
+                                        bp_vd t_4_0 = v_4_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4_0);
+                                        bp_vd t_4_1 = v_4_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + BP_LANES_D + i0r + v0), 1, t_4_1);
+                                        bp_vd t_5_0 = v_5_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5_0);
+                                        bp_vd t_5_1 = v_5_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + BP_LANES_D + i0r + v0), 1, t_5_1);
+                                        bp_vd t_6_0 = v_6_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6_0);
+                                        bp_vd t_6_1 = v_6_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + BP_LANES_D + i0r + v0), 1, t_6_1);
+                                        bp_vd t_7_0 = v_7_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7_0);
+                                        bp_vd t_7_1 = v_7_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_D + i0r + v0), 1, t_7_1);
                                     } else {
                                         bp_vd v_0_0 = {0};
                                         bp_vd v_0_1 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_4_0 = {0};
+                                        bp_vd v_4_1 = {0};
+                                        bp_vd v_5_0 = {0};
+                                        bp_vd v_5_1 = {0};
+                                        bp_vd v_6_0 = {0};
+                                        bp_vd v_6_1 = {0};
+                                        bp_vd v_7_0 = {0};
+                                        bp_vd v_7_1 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                             int64_t x2_lanes = bp_lane_mask_d(D0*m0 - BP_LANES_D - P0 - i0r - v0, D0*m0 - BP_LANES_D + O0 - P0 - i0r - v0 - 1);
@@ -18848,44 +21170,352 @@ static void bpgen_conv1d_input_f64_part0(double *restrict grad_input, const doub
                                                 bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
                                                 double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                 bp_vd x2 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                double x9 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                 v_0_0 += x0*x1;
                                                 v_0_1 += x1*x2;
+                                                v_1_0 += x0*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x0*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x0*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x0*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x0*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x0*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x0*x9;
+                                                v_7_1 += x2*x9;
                                             }
                                         }
                                         bp_vd t_0_0 = v_0_0;
                                         bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
                                         bp_vd t_0_1 = v_0_1;
                                         bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        bp_vd t_1_0 = v_1_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vd t_1_1 = v_1_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
+                                        bp_vd t_2_0 = v_2_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vd t_2_1 = v_2_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
+                                        bp_vd t_3_0 = v_3_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vd t_3_1 = v_3_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
+                                        bp_vd t_4_0 = v_4_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4_0);
+                                        bp_vd t_4_1 = v_4_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + BP_LANES_D + i0r + v0), 1, t_4_1);
+                                        bp_vd t_5_0 = v_5_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5_0);
+                                        bp_vd t_5_1 = v_5_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + BP_LANES_D + i0r + v0), 1, t_5_1);
+                                        bp_vd t_6_0 = v_6_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6_0);
+                                        bp_vd t_6_1 = v_6_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + BP_LANES_D + i0r + v0), 1, t_6_1);
+                                        bp_vd t_7_0 = v_7_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7_0);
+                                        bp_vd t_7_1 = v_7_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_D + i0r + v0), 1, t_7_1);
                                     }
                                 }
+                                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
                                 for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                 double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                 v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
                                             }
                                         }
                                         bp_vd t_0 = v_0;
                                         bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     } else {
                                         bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                                 bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
                                                 double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                 v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
                                             }
                                         }
                                         bp_vd t_0 = v_0;
                                         bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     }
                                 }
                                 if (((H0 - i0r) % BP_LANES_D) != 0) {
                                     for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                bp_vd v_1 = {0};
+                                bp_vd v_2 = {0};
+                                bp_vd v_3 = {0};
+                                bp_vd v_4 = {0};
+                                bp_vd v_5 = {0};
+                                bp_vd v_6 = {0};
+                                bp_vd v_7 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                        double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                        double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                        double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                        double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                        double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                        double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
+                                bp_vd t_1 = v_1;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
+                                bp_vd t_2 = v_2;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
+                                bp_vd t_3 = v_3;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
+                                bp_vd t_4 = v_4;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
+                                bp_vd t_5 = v_5;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
+                                bp_vd t_6 = v_6;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
+                                bp_vd t_7 = v_7;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
+                            }
+                        } else {
+                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                if (H0 - i0r >= BP_LANES_D) {
+                                    for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_D - i0r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                        if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                }
+                                            }
+                                            bp_vd t_0_0 = v_0_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vd t_0_1 = v_0_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        } else {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                int64_t x2_lanes = bp_lane_mask_d(D0*m0 - BP_LANES_D - P0 - i0r - v0, D0*m0 - BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vd x2 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                }
+                                            }
+                                            bp_vd t_0_0 = v_0_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vd t_0_1 = v_0_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        }
+                                    }
+                                    for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
                                             for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -18911,20 +21541,48 @@ static void bpgen_conv1d_input_f64_part0(double *restrict grad_input, const doub
                                             bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                         }
                                     }
-                                }
-                            } else {
-                                int64_t v0 = 0;
-                                bp_vd v_0 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
-                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                        bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                        v_0 += x0*x1;
+                                    if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            }
+                                        }
                                     }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vd v_0 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                                 }
-                                bp_vd t_0 = v_0;
-                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                             }
                         }
                     }
@@ -18944,13 +21602,25 @@ static void bpgen_conv1d_input_f64_part1(double *restrict grad_input, const doub
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
             for (int64_t i0r = 0; i0r <= 0; ++i0r) {
-                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
-                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
-                    if (c__b + 8 <= CG) {
-                        if (H0 - i0r >= BP_LANES_D) {
-                            for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_D - i0r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
-                                if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                if (KG*(D0*K0 - D0 + H0 - i0r) <= 32768 && (bp_max(0, D0*K0 - D0 - P0 - i0r) > 0 || bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1) < H0 - i0r - 1)) {
+                    double pad[KG*(D0*K0 - D0 + H0 - i0r)];
+                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                        for (int64_t pj = 0, pj_end = D0*K0 - D0 - P0 - i0r - 1; pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
+                        }
+                        for (int64_t pj = bp_max(0, D0*K0 - D0 - P0 - i0r), pj_end = bp_min(D0*K0 - D0 + H0 - i0r - 1, D0*K0 - D0 + O0 - P0 - i0r - 1); pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = grad_output[-D0*K0 + D0 + O0*(KG*(G*n_ + g_) + k) + P0 + i0r + pj];
+                        }
+                        for (int64_t pj = bp_max(0, D0*K0 - D0 + O0 - P0 - i0r), pj_end = D0*K0 - D0 + H0 - i0r - 1; pj <= pj_end; ++pj) {
+                            pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
+                        }
+                    }
+                    int64_t vlo = 0;
+                    int64_t vhi = H0 - i0r - 1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                        if (c__b + 8 <= CG) {
+                            if (H0 - i0r >= BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_D - i0r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
                                     for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
                                         int64_t c__b = c__bg;
                                         bp_vd v_0_0 = {0};
@@ -18965,78 +21635,12 @@ static void bpgen_conv1d_input_f64_part1(double *restrict grad_input, const doub
                                         bp_vd v_3_0 = {0};
                                         bp_vd v_3_1 = {0};
                                         bp_vd v_3_2 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
                                                 double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
-                                                bp_vd x3 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0), 1);
-                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x1*x2;
-                                                v_0_2 += x1*x3;
-                                                v_1_0 += x0*x4;
-                                                v_1_1 += x2*x4;
-                                                v_1_2 += x3*x4;
-                                                v_2_0 += x0*x5;
-                                                v_2_1 += x2*x5;
-                                                v_2_2 += x3*x5;
-                                                v_3_0 += x0*x6;
-                                                v_3_1 += x2*x6;
-                                                v_3_2 += x3*x6;
-                                            }
-                                        }
-                                        bp_vd t_0_0 = v_0_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
-                                        bp_vd t_0_1 = v_0_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
-                                        bp_vd t_0_2 = v_0_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
-                                        bp_vd t_1_0 = v_1_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
-                                        bp_vd t_1_1 = v_1_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
-                                        bp_vd t_1_2 = v_1_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_D + i0r + v0), 1, t_1_2);
-                                        bp_vd t_2_0 = v_2_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
-                                        bp_vd t_2_1 = v_2_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
-                                        bp_vd t_2_2 = v_2_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_D + i0r + v0), 1, t_2_2);
-                                        bp_vd t_3_0 = v_3_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
-                                        bp_vd t_3_1 = v_3_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
-                                        bp_vd t_3_2 = v_3_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_D + i0r + v0), 1, t_3_2);
-                                    }
-                                } else {
-                                    for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
-                                        int64_t c__b = c__bg;
-                                        bp_vd v_0_0 = {0};
-                                        bp_vd v_0_1 = {0};
-                                        bp_vd v_0_2 = {0};
-                                        bp_vd v_1_0 = {0};
-                                        bp_vd v_1_1 = {0};
-                                        bp_vd v_1_2 = {0};
-                                        bp_vd v_2_0 = {0};
-                                        bp_vd v_2_1 = {0};
-                                        bp_vd v_2_2 = {0};
-                                        bp_vd v_3_0 = {0};
-                                        bp_vd v_3_1 = {0};
-                                        bp_vd v_3_2 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                            int64_t x2_lanes = bp_lane_mask_d(D0*m0 - BP_LANES_D - P0 - i0r - v0, D0*m0 - BP_LANES_D + O0 - P0 - i0r - v0 - 1);
-                                            int64_t x3_lanes = bp_lane_mask_d(D0*m0 - 2*BP_LANES_D - P0 - i0r - v0, D0*m0 - 2*BP_LANES_D + O0 - P0 - i0r - v0 - 1);
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                bp_vd x2 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0, 1, x2_lanes);
-                                                bp_vd x3 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                bp_vd x2 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + BP_LANES_D - i0r*k + v0), 1);
+                                                bp_vd x3 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + 2*BP_LANES_D - i0r*k + v0), 1);
                                                 double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                 double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
                                                 double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
@@ -19080,10 +21684,8 @@ static void bpgen_conv1d_input_f64_part1(double *restrict grad_input, const doub
                                         bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_D + i0r + v0), 1, t_3_2);
                                     }
                                 }
-                            }
-                            int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
-                            for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
+                                for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
                                     bp_vd v_2 = {0};
@@ -19092,56 +21694,9 @@ static void bpgen_conv1d_input_f64_part1(double *restrict grad_input, const doub
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x0*x2;
-                                            v_2 += x0*x3;
-                                            v_3 += x0*x4;
-                                            v_4 += x0*x5;
-                                            v_5 += x0*x6;
-                                            v_6 += x0*x7;
-                                            v_7 += x0*x8;
-                                        }
-                                    }
-                                    bp_vd t_0 = v_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                    bp_vd t_1 = v_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                    bp_vd t_2 = v_2;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                    bp_vd t_3 = v_3;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                    bp_vd t_4 = v_4;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                    bp_vd t_5 = v_5;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                    bp_vd t_6 = v_6;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                    bp_vd t_7 = v_7;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                } else {
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
                                             double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                             double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                             double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -19177,10 +21732,8 @@ static void bpgen_conv1d_input_f64_part1(double *restrict grad_input, const doub
                                     bp_vd t_7 = v_7;
                                     bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                 }
-                            }
-                            if (((H0 - i0r) % BP_LANES_D) != 0) {
-                                for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
-                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
                                         bp_vd v_2 = {0};
@@ -19189,56 +21742,9 @@ static void bpgen_conv1d_input_f64_part1(double *restrict grad_input, const doub
                                         bp_vd v_5 = {0};
                                         bp_vd v_6 = {0};
                                         bp_vd v_7 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                                v_0 += x0*x1;
-                                                v_1 += x0*x2;
-                                                v_2 += x0*x3;
-                                                v_3 += x0*x4;
-                                                v_4 += x0*x5;
-                                                v_5 += x0*x6;
-                                                v_6 += x0*x7;
-                                                v_7 += x0*x8;
-                                            }
-                                        }
-                                        bp_vd t_0 = v_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
-                                        bp_vd t_1 = v_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
-                                        bp_vd t_2 = v_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
-                                        bp_vd t_3 = v_3;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
-                                        bp_vd t_4 = v_4;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
-                                        bp_vd t_5 = v_5;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
-                                        bp_vd t_6 = v_6;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
-                                        bp_vd t_7 = v_7;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
-                                    } else {
-                                        bp_vd v_0 = {0};
-                                        bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        bp_vd v_4 = {0};
-                                        bp_vd v_5 = {0};
-                                        bp_vd v_6 = {0};
-                                        bp_vd v_7 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
                                                 double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                 double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                 double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -19275,137 +21781,561 @@ static void bpgen_conv1d_input_f64_part1(double *restrict grad_input, const doub
                                         bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     }
                                 }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                bp_vd v_1 = {0};
+                                bp_vd v_2 = {0};
+                                bp_vd v_3 = {0};
+                                bp_vd v_4 = {0};
+                                bp_vd v_5 = {0};
+                                bp_vd v_6 = {0};
+                                bp_vd v_7 = {0};
+                                int64_t x0_lanes = bp_lane_mask_d(-v0, H0 - i0r - v0 - 1);
+                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        bp_vd x0 = bp_vload_masked_d(pad, D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0, 1, x0_lanes);
+                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                        double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                        double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                        double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                        double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                        double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                        double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
+                                bp_vd t_1 = v_1;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
+                                bp_vd t_2 = v_2;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
+                                bp_vd t_3 = v_3;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
+                                bp_vd t_4 = v_4;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
+                                bp_vd t_5 = v_5;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
+                                bp_vd t_6 = v_6;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
+                                bp_vd t_7 = v_7;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
                             }
                         } else {
-                            int64_t v0 = 0;
-                            bp_vd v_0 = {0};
-                            bp_vd v_1 = {0};
-                            bp_vd v_2 = {0};
-                            bp_vd v_3 = {0};
-                            bp_vd v_4 = {0};
-                            bp_vd v_5 = {0};
-                            bp_vd v_6 = {0};
-                            bp_vd v_7 = {0};
-                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
-                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                    v_0 += x0*x1;
-                                    v_1 += x0*x2;
-                                    v_2 += x0*x3;
-                                    v_3 += x0*x4;
-                                    v_4 += x0*x5;
-                                    v_5 += x0*x6;
-                                    v_6 += x0*x7;
-                                    v_7 += x0*x8;
+                            int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                if (H0 - i0r >= BP_LANES_D) {
+                                    for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_D - i0r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vd x2 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + BP_LANES_D - i0r*k + v0), 1);
+                                                bp_vd x3 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k + 2*BP_LANES_D - i0r*k + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                    }
+                                    for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    }
+                                    if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    bp_vd x0 = bp_vload_d(pad + (D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        }
+                                    }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vd v_0 = {0};
+                                    int64_t x0_lanes = bp_lane_mask_d(-v0, H0 - i0r - v0 - 1);
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            bp_vd x0 = bp_vload_masked_d(pad, D0*K0*k + D0*K0 - D0*k - D0*m0 - D0 + H0*k - i0r*k + v0, 1, x0_lanes);
+                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                                 }
                             }
-                            bp_vd t_0 = v_0;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
-                            bp_vd t_1 = v_1;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
-                            bp_vd t_2 = v_2;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
-                            bp_vd t_3 = v_3;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
-                            bp_vd t_4 = v_4;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
-                            bp_vd t_5 = v_5;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
-                            bp_vd t_6 = v_6;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
-                            bp_vd t_7 = v_7;
-                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
                         }
-                    } else {
-                        int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
-                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
-                            int64_t c__b = c__b1;
+                    }
+                } else {
+                    int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                    int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                        if (c__b + 8 <= CG) {
                             if (H0 - i0r >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_D - i0r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
                                     if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
-                                        bp_vd v_0_0 = {0};
-                                        bp_vd v_0_1 = {0};
-                                        bp_vd v_0_2 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
-                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
-                                                bp_vd x3 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0), 1);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x1*x2;
-                                                v_0_2 += x1*x3;
+                                        for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                            int64_t c__b = c__bg;
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            bp_vd v_1_0 = {0};
+                                            bp_vd v_1_1 = {0};
+                                            bp_vd v_1_2 = {0};
+                                            bp_vd v_2_0 = {0};
+                                            bp_vd v_2_1 = {0};
+                                            bp_vd v_2_2 = {0};
+                                            bp_vd v_3_0 = {0};
+                                            bp_vd v_3_1 = {0};
+                                            bp_vd v_3_2 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                    v_0_2 += x1*x3;
+                                                    v_1_0 += x0*x4;
+                                                    v_1_1 += x2*x4;
+                                                    v_1_2 += x3*x4;
+                                                    v_2_0 += x0*x5;
+                                                    v_2_1 += x2*x5;
+                                                    v_2_2 += x3*x5;
+                                                    v_3_0 += x0*x6;
+                                                    v_3_1 += x2*x6;
+                                                    v_3_2 += x3*x6;
+                                                }
                                             }
+                                            bp_vd t_0_0 = v_0_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vd t_0_1 = v_0_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                            bp_vd t_0_2 = v_0_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                            bp_vd t_1_0 = v_1_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                            bp_vd t_1_1 = v_1_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
+                                            bp_vd t_1_2 = v_1_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_D + i0r + v0), 1, t_1_2);
+                                            bp_vd t_2_0 = v_2_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                            bp_vd t_2_1 = v_2_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
+                                            bp_vd t_2_2 = v_2_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_D + i0r + v0), 1, t_2_2);
+                                            bp_vd t_3_0 = v_3_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                            bp_vd t_3_1 = v_3_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
+                                            bp_vd t_3_2 = v_3_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_D + i0r + v0), 1, t_3_2);
                                         }
-                                        bp_vd t_0_0 = v_0_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
-                                        bp_vd t_0_1 = v_0_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
-                                        bp_vd t_0_2 = v_0_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
                                     } else {
-                                        bp_vd v_0_0 = {0};
-                                        bp_vd v_0_1 = {0};
-                                        bp_vd v_0_2 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
-                                            int64_t x2_lanes = bp_lane_mask_d(D0*m0 - BP_LANES_D - P0 - i0r - v0, D0*m0 - BP_LANES_D + O0 - P0 - i0r - v0 - 1);
-                                            int64_t x3_lanes = bp_lane_mask_d(D0*m0 - 2*BP_LANES_D - P0 - i0r - v0, D0*m0 - 2*BP_LANES_D + O0 - P0 - i0r - v0 - 1);
-                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                bp_vd x2 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0, 1, x2_lanes);
-                                                bp_vd x3 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0, 1, x3_lanes);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x1*x2;
-                                                v_0_2 += x1*x3;
+                                        for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                            int64_t c__b = c__bg;
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            bp_vd v_1_0 = {0};
+                                            bp_vd v_1_1 = {0};
+                                            bp_vd v_1_2 = {0};
+                                            bp_vd v_2_0 = {0};
+                                            bp_vd v_2_1 = {0};
+                                            bp_vd v_2_2 = {0};
+                                            bp_vd v_3_0 = {0};
+                                            bp_vd v_3_1 = {0};
+                                            bp_vd v_3_2 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                int64_t x2_lanes = bp_lane_mask_d(D0*m0 - BP_LANES_D - P0 - i0r - v0, D0*m0 - BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                                int64_t x3_lanes = bp_lane_mask_d(D0*m0 - 2*BP_LANES_D - P0 - i0r - v0, D0*m0 - 2*BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vd x2 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                    bp_vd x3 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                    v_0_2 += x1*x3;
+                                                    v_1_0 += x0*x4;
+                                                    v_1_1 += x2*x4;
+                                                    v_1_2 += x3*x4;
+                                                    v_2_0 += x0*x5;
+                                                    v_2_1 += x2*x5;
+                                                    v_2_2 += x3*x5;
+                                                    v_3_0 += x0*x6;
+                                                    v_3_1 += x2*x6;
+                                                    v_3_2 += x3*x6;
+                                                }
                                             }
+                                            bp_vd t_0_0 = v_0_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vd t_0_1 = v_0_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                            bp_vd t_0_2 = v_0_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                            bp_vd t_1_0 = v_1_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                            bp_vd t_1_1 = v_1_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
+                                            bp_vd t_1_2 = v_1_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_D + i0r + v0), 1, t_1_2);
+                                            bp_vd t_2_0 = v_2_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                            bp_vd t_2_1 = v_2_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
+                                            bp_vd t_2_2 = v_2_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_D + i0r + v0), 1, t_2_2);
+                                            bp_vd t_3_0 = v_3_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                            bp_vd t_3_1 = v_3_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
+                                            bp_vd t_3_2 = v_3_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_D + i0r + v0), 1, t_3_2);
                                         }
-                                        bp_vd t_0_0 = v_0_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
-                                        bp_vd t_0_1 = v_0_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
-                                        bp_vd t_0_2 = v_0_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
                                     }
                                 }
+                                int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
                                 for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                 double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                 v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
                                             }
                                         }
                                         bp_vd t_0 = v_0;
                                         bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     } else {
                                         bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                                 bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
                                                 double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                 v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
                                             }
                                         }
                                         bp_vd t_0 = v_0;
                                         bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     }
                                 }
                                 if (((H0 - i0r) % BP_LANES_D) != 0) {
                                     for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                bp_vd v_1 = {0};
+                                bp_vd v_2 = {0};
+                                bp_vd v_3 = {0};
+                                bp_vd v_4 = {0};
+                                bp_vd v_5 = {0};
+                                bp_vd v_6 = {0};
+                                bp_vd v_7 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                        double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                        double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                        double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                        double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                        double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                        double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x0*x2;
+                                        v_2 += x0*x3;
+                                        v_3 += x0*x4;
+                                        v_4 += x0*x5;
+                                        v_5 += x0*x6;
+                                        v_6 += x0*x7;
+                                        v_7 += x0*x8;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
+                                bp_vd t_1 = v_1;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
+                                bp_vd t_2 = v_2;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
+                                bp_vd t_3 = v_3;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
+                                bp_vd t_4 = v_4;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
+                                bp_vd t_5 = v_5;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
+                                bp_vd t_6 = v_6;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
+                                bp_vd t_7 = v_7;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
+                            }
+                        } else {
+                            int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                if (H0 - i0r >= BP_LANES_D) {
+                                    for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_D - i0r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                        if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                    v_0_2 += x1*x3;
+                                                }
+                                            }
+                                            bp_vd t_0_0 = v_0_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vd t_0_1 = v_0_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                            bp_vd t_0_2 = v_0_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                        } else {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                int64_t x2_lanes = bp_lane_mask_d(D0*m0 - BP_LANES_D - P0 - i0r - v0, D0*m0 - BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                                int64_t x3_lanes = bp_lane_mask_d(D0*m0 - 2*BP_LANES_D - P0 - i0r - v0, D0*m0 - 2*BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    bp_vd x2 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                    bp_vd x3 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x1*x2;
+                                                    v_0_2 += x1*x3;
+                                                }
+                                            }
+                                            bp_vd t_0_0 = v_0_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                            bp_vd t_0_1 = v_0_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                            bp_vd t_0_2 = v_0_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                        }
+                                    }
+                                    for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
                                             for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -19431,20 +22361,48 @@ static void bpgen_conv1d_input_f64_part1(double *restrict grad_input, const doub
                                             bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                         }
                                     }
-                                }
-                            } else {
-                                int64_t v0 = 0;
-                                bp_vd v_0 = {0};
-                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
-                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
-                                        bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
-                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                        v_0 += x0*x1;
+                                    if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            }
+                                        }
                                     }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vd v_0 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                                 }
-                                bp_vd t_0 = v_0;
-                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                             }
                         }
                     }

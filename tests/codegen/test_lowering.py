@@ -386,3 +386,30 @@ def test_numpy_tap_loops_compute_each_range_in_the_loop_of_its_innermost_tap():
     assert lines[rows + 1].startswith('t0_lo, t0_hi = ') and rows + 1 < cols
     assert lines[cols + 1].startswith('t1_lo, t1_hi = ')
     assert lines[cols + 2] == 'if t0_lo <= t0_hi and t1_lo <= t1_hi:'
+
+
+@pytest.mark.parametrize('name', ['conv1d', 'conv2d', 'conv2d_input', 'conv3d_input'])
+def test_padded_rows_leave_no_chunk_guarded(name):
+    """Where a convolution's rows have zero padding, the tiles of several chunks have a variant that copies
+    the rows they read into a zero-padded stack array: there, no vector load reads the padded array's
+    source, no chunk is lane-guarded (no branch on the interior vlo..vhi), and each padded row is copied
+    once per row of outputs, outside the loops over register blocks; the unpadded arm keeps its guards."""
+    from codegen.ir import Branch, Declare, Loop, VLoad, VLoadMasked, walk
+    from codegen.lower_vector import PAD_MAX_ELEMENTS, VLO
+    from codegen.spec import rule
+    kernel_rule = rule(name)
+    source = kernel_rule.inputs[0].name
+    padded = [n for n in walk(lower(kernel_rule).body) if isinstance(n, Branch) and n.then
+              and isinstance(n.then[0], Declare) and n.then[0].ctype == 'buf']
+    assert padded
+    for branch in padded:
+        assert any(c.has(PAD_MAX_ELEMENTS) for c in branch.conds if hasattr(c, 'has'))
+        loads = [v for n in walk(branch.then) if isinstance(n, Declare) for v in [n.value]
+                 if isinstance(v, (VLoad, VLoadMasked))]
+        arrays = {str(v.args[0]) for v in loads}
+        assert 'pad' in arrays and source not in arrays
+        guards = [n for n in walk(branch.then) if isinstance(n, Branch) and any(c.has(VLO) for c in n.conds)]
+        assert not guards
+        blocks = [n for n in branch.then if isinstance(n, Loop) and n.var.name.endswith('_b')]
+        assert blocks, 'the copy sits outside the register blocks'
+        assert any(isinstance(n, Branch) and any(c.has(VLO) for c in n.conds) for n in walk(branch.otherwise))
