@@ -829,7 +829,7 @@ def _tile(rule, tile, sizes, steps) -> tuple:
         def masked(start):   # one chunk from start on, its loads and store within the row
             return (Declare(V0.name, 'index', start),) + chunk(single, row, LaneMask(S.Zero, size - 1 - V0))
         tail = None if tile.channels is None else masked(LANES * FloorDiv(size, LANES))
-        chunks = bounds + _free_chunks(tile, size, (chunk(single, None), None if own is None else chunk(single, own)),
+        chunks = (() if tile.padded else bounds) + _free_chunks(tile, size, (chunk(single, None), None if own is None else chunk(single, own)),
                                        several, masked(S.Zero), tail)
         taps = _row_taps(rule, tile, size, conds, steps)
         return chunks if taps is None else (Branch(taps[0], bounds + taps[1], chunks),)

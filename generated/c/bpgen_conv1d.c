@@ -4481,8 +4481,6 @@ static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict
                         pad[c*(D0*K0 - D0 + O0) + pj] = 0;
                     }
                 }
-                int64_t vlo = 0;
-                int64_t vhi = O0 - 1;
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
                         if (O0 >= BP_LANES_F) {
@@ -5708,8 +5706,6 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                         pad[c*(D0*K0 - D0 + O0) + pj] = 0;
                     }
                 }
-                int64_t vlo = 0;
-                int64_t vhi = O0 - 1;
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
                         if (O0 >= BP_LANES_F) {
@@ -12465,8 +12461,6 @@ static void bpgen_conv1d_f64_part6(double *restrict output, const double *restri
                         pad[c*(D0*K0 - D0 + O0) + pj] = 0;
                     }
                 }
-                int64_t vlo = 0;
-                int64_t vhi = O0 - 1;
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
                         if (O0 >= BP_LANES_D) {
@@ -13692,8 +13686,6 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                         pad[c*(D0*K0 - D0 + O0) + pj] = 0;
                     }
                 }
-                int64_t vlo = 0;
-                int64_t vhi = O0 - 1;
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
                         if (O0 >= BP_LANES_D) {
@@ -16478,8 +16470,6 @@ static void bpgen_conv1d_input_f32_part0(float *restrict grad_input, const float
                             pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
                         }
                     }
-                    int64_t vlo = 0;
-                    int64_t vhi = H0 - i0r - 1;
                     for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                         if (c__b + 8 <= CG) {
                             if (H0 - i0r >= BP_LANES_F) {
@@ -17329,8 +17319,6 @@ static void bpgen_conv1d_input_f32_part1(float *restrict grad_input, const float
                             pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
                         }
                     }
-                    int64_t vlo = 0;
-                    int64_t vhi = H0 - i0r - 1;
                     for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                         if (c__b + 8 <= CG) {
                             if (H0 - i0r >= BP_LANES_F) {
@@ -20764,8 +20752,6 @@ static void bpgen_conv1d_input_f64_part0(double *restrict grad_input, const doub
                             pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
                         }
                     }
-                    int64_t vlo = 0;
-                    int64_t vhi = H0 - i0r - 1;
                     for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                         if (c__b + 8 <= CG) {
                             if (H0 - i0r >= BP_LANES_D) {
@@ -21615,8 +21601,6 @@ static void bpgen_conv1d_input_f64_part1(double *restrict grad_input, const doub
                             pad[k*(D0*K0 - D0 + H0 - i0r) + pj] = 0;
                         }
                     }
-                    int64_t vlo = 0;
-                    int64_t vhi = H0 - i0r - 1;
                     for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                         if (c__b + 8 <= CG) {
                             if (H0 - i0r >= BP_LANES_D) {
