@@ -773,9 +773,9 @@ def _padded(rule, tile, sizes, steps):
     rows = [v for v in loop_order(term) if v != m and any(v in e.free_symbols for e in f.indices[:-1])]
     boxes = [_box(term, v, rule) for v in rows]
     at = tuple(expand(v - lo) for v, (lo, _) in zip(rows, boxes))   # pad's row of the tap (one axis a variable)
-    lo, hi = _box(term, m, rule)
-    first = expand(column.xreplace({vec: S.Zero, m: lo if b.is_positive else hi}))   # the row's first column
-    width = expand(a * (size - 1) + abs(b) * (hi - lo) + 1)
+    m_lo, m_hi = _box(term, m, rule)
+    first = expand(column.xreplace({vec: S.Zero, m: m_lo if b.is_positive else m_hi}))   # the row's first column
+    width = expand(a * (size - 1) + abs(b) * (m_hi - m_lo) + 1)
     shape = tuple(expand(hi - lo + 1) for lo, hi in boxes) + (width,)
     scope = set(term.vars) | {vec}
     mine = [c for c in term.conds if c.free_symbols & {vec, m}]
@@ -797,8 +797,8 @@ def _padded(rule, tile, sizes, steps):
            Loop(PJ, _max([S.Zero, extent - first]), width - 1, zero))
     conds = [c for c in padded.conds if m not in c.free_symbols] + _channel_block(tile)
     nest = _nest(padded, rows, set(rule.index), conds, list(padded.divs), [], row, steps)
-    lo, hi = interior(rule, tile)
-    conditions = (Mul(*shape) <= PAD_MAX_ELEMENTS, Or(lo > 0, hi < size - 1))
+    vlo, vhi = interior(rule, tile)
+    conditions = (Mul(*shape) <= PAD_MAX_ELEMENTS, Or(vlo > 0, vhi < size - 1))
     return (conditions, prule, replace(tile, term=padded, padded=True),
             (Declare(PAD.name, 'buf', Mul(*shape)),) + tuple(nest))
 
@@ -829,8 +829,8 @@ def _tile(rule, tile, sizes, steps) -> tuple:
         def masked(start):   # one chunk from start on, its loads and store within the row
             return (Declare(V0.name, 'index', start),) + chunk(single, row, LaneMask(S.Zero, size - 1 - V0))
         tail = None if tile.channels is None else masked(LANES * FloorDiv(size, LANES))
-        chunks = (() if tile.padded else bounds) + _free_chunks(tile, size, (chunk(single, None), None if own is None else chunk(single, own)),
-                                       several, masked(S.Zero), tail)
+        plain = (chunk(single, None), None if own is None else chunk(single, own))
+        chunks = (() if tile.padded else bounds) + _free_chunks(tile, size, plain, several, masked(S.Zero), tail)
         taps = _row_taps(rule, tile, size, conds, steps)
         return chunks if taps is None else (Branch(taps[0], bounds + taps[1], chunks),)
     combos, known = _tile_combos(tile), set(rule.index)
