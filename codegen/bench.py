@@ -23,7 +23,9 @@ the bias gradient and pooling count the bytes they must read and write.
 A row whose result disagrees with the oracle is marked WRONG and gets no speed.
 Extra memory (column extra KiB): the peak NumPy allocation during the checked
 call minus its result, by tracemalloc, for generated.numpy and the reference;
-0 for the C kernels (none documents a workspace); torch's is not visible.
+for the C kernels, which allocate only stack arrays, the threads times the
+bytes one thread holds at most (each kernel's _workspace function, for the
+sizes the call prepares); torch's is not visible.
 """
 from __future__ import annotations
 
@@ -423,8 +425,17 @@ def check(trial: Trial, truth: tuple, dtype: str) -> None:
     trial.status = 'WRONG' if trial.detail else 'OK'
     if traced:
         trial.workspace = max(0, peak - sum(r.nbytes for r in result))
-    elif trial.impl == 'c':
-        trial.workspace = 0      # no C kernel documents a workspace
+    elif trial.impl == 'c' and not trial.detail:
+        trial.workspace = c_workspace(trial.call)
+
+
+def c_workspace(call: Callable[[], object]) -> int:
+    """The bytes of stack arrays a call of generated.c takes at most: its threads times the most one thread
+    of the kernels it runs holds (their _workspace functions, on the sizes the call prepares)."""
+    c, api = importlib.import_module('generated.c'), importlib.import_module('generated._api')
+    with api.recording() as prepared:
+        call()
+    return c.get_num_threads() * max((c.workspace(*p) for p in prepared), default=0)
 
 
 def warm_up(trials: list, plan: Plan) -> None:

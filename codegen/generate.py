@@ -109,7 +109,10 @@ def binding_file(rules) -> str:
         for suffix, k in (('f32', k32), ('f64', k64)):
             symbol, prototype, wrapper = (_packed(k, kernel.arrays, len(sizes)) if packed else
                                           (k['symbol'], _prototype(k['symbol'], k['signature']) + ';', ''))
-            view.update({f'symbol_{suffix}': symbol, f'prototype_{suffix}': prototype, f'wrapper_{suffix}': wrapper})
+            view.update({f'symbol_{suffix}': symbol, f'prototype_{suffix}': prototype, f'wrapper_{suffix}': wrapper,
+                         f'workspace_symbol_{suffix}': f'{k["symbol"]}_workspace',
+                         f'workspace_{suffix}': f'int64_t {k["symbol"]}_workspace({k["workspace"]["signature"]});'})
+        view['workspace_sizes'] = repr(tuple(k32['workspace']['sizes']))
         views.append(view)
     sources = sorted([f'{b}.h' for b in {*C_FILES.values(), 'bpgen_runtime'}]
                      + [f'{b}.c' for b in [*c_sources(rules), 'bpgen_runtime']])
@@ -137,7 +140,7 @@ def files() -> dict[str, str]:
            'numpy/_kernels.py': numpy_kernels_file(rules),
            'numpy/__init__.py': package_file(rules, NUMPY_DOC, '_kernels'),
            'c/_binding.py': binding_file(rules),
-           'c/__init__.py': package_file(rules, C_DOC, '_binding', ('set_num_threads', 'get_num_threads'))}
+           'c/__init__.py': package_file(rules, C_DOC, '_binding', ('set_num_threads', 'get_num_threads', 'workspace'))}
     out.update(copies(rules))
     out.update(c_files(rules))
     return dict(sorted(out.items()))

@@ -329,7 +329,7 @@ def hoist_invariants(nodes: tuple, pinned: int = 0) -> tuple:
             written = _written(kept) | {str(n.var)}
             for k, b in enumerate(kept):
                 if isinstance(b, (Branch, Guard)):
-                    around = _mentions(kept[:k] + kept[k + 1:] + list(nodes[i + 1:])) | _written(out)
+                    around = mentions(kept[:k] + kept[k + 1:] + list(nodes[i + 1:])) | _written(out)
                     lifted, kept[k] = _lifted(b, around, written)
                     moved += lifted
             for d in list(kept):
@@ -368,7 +368,7 @@ def _lifted(node, around: set, varying: set) -> tuple:
                 continue
             before = new[f][:new[f].index(d)]
             if {str(s) for s in value.free_symbols} & (_written(before) | varying) \
-                    or d.name in around | _mentions(before) or d.name in _written(new[f][new[f].index(d) + 1:]):
+                    or d.name in around | mentions(before) or d.name in _written(new[f][new[f].index(d) + 1:]):
                 continue
             twins = {}
             for g in arms:
@@ -376,10 +376,10 @@ def _lifted(node, around: set, varying: set) -> tuple:
                     continue
                 same = [e for e in new[g] if isinstance(e, Declare) and e.name == d.name]
                 ahead = new[g][:new[g].index(same[0])] if same else []
-                if same and same[0].value == d.value and d.name not in _mentions(ahead) \
+                if same and same[0].value == d.value and d.name not in mentions(ahead) \
                         and not {str(s) for s in value.free_symbols} & _written(ahead):
                     twins[g] = same[0]
-                elif d.name in _mentions(new[g]):
+                elif d.name in mentions(new[g]):
                     break
             else:
                 new[f].remove(d)
@@ -397,7 +397,7 @@ def _index_value(node):
     return None if value.atoms(ArrayRef) else value
 
 
-def _mentions(nodes) -> set:
+def mentions(nodes) -> set:
     """Names of every variable ``nodes`` declare, assign or read."""
     names = _written(nodes)
     for n in walk(nodes):

@@ -17,6 +17,7 @@ from .ir import Kernel
 from .lower import PARALLEL_WORK, lower
 from .printers import CPrinter, identifier
 from .spec import KernelRule
+from .stack import stack_nodes
 
 REAL = {'float32': ('float', 'f32'), 'float64': ('double', 'f64')}
 VECTOR = {'float': 'bp_vf', 'double': 'bp_vd'}
@@ -214,10 +215,14 @@ def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
     failure_text = '; '.join(f'returns {code} after the run if {what}' for _, code, what in codes)
     symbol, parts, parameters = c_symbol(rule.name, dtype), [], c_parameters(kernel, rule, dtype)
     body = outlined(printed_nodes(kernel.body, printer, real), symbol, parts, parameters)
-    return dict(symbol=symbol, signature=', '.join(parameters.values()), parameters=parameters, parts=parts,
-                checks=checks, check_text='; '.join(checks), failures=[(flag, code) for flag, code, _ in codes],
-                failure_text=failure_text, failure_messages={code: what for _, code, what in codes},
-                body=body,
+    sizes = [p.name for p in kernel.params if p not in rule.real_params]
+    stack = printed_nodes(stack_nodes(kernel.body), printer, real)
+    workspace = dict(signature=', '.join(parameters[identifier(s)] for s in sizes) or 'void', body=stack, sizes=sizes,
+                     unused=[identifier(s) for s in sizes if identifier(s) not in _identifiers(checks)])
+    return dict(symbol=symbol, real=real, signature=', '.join(parameters.values()), parameters=parameters,
+                parts=parts, workspace=workspace, checks=checks, check_text='; '.join(checks),
+                failures=[(flag, code) for flag, code, _ in codes], failure_text=failure_text,
+                failure_messages={code: what for _, code, what in codes}, body=body,
                 doc=f'{rule.name}, {real}: {outs} from {ins}. Rule: {rule.source}.')
 
 

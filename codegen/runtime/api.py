@@ -19,6 +19,7 @@ parameters is checked afresh (its geometry is cached).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import numbers
 import operator
@@ -46,6 +47,28 @@ def remember(key: tuple, plan, *params):
             PLANS.clear()
         PLANS[key] = plan
     return plan
+
+
+PREPARED: list | None = None   # while recording(): what the calls prepared
+
+
+def prepare(kernels, name: str, sizes: dict, dtype):
+    """``kernels.prepare``: the low-level kernel ``name`` with its sizes bound (noted while recording)."""
+    if PREPARED is not None:
+        PREPARED.append((name, dict(sizes), np.dtype(dtype)))
+    return kernels.prepare(name, sizes, dtype)
+
+
+@contextlib.contextmanager
+def recording():
+    """Within: calls are checked afresh (no kept plan), and the list yielded gets (name, sizes, dtype) of
+    each low-level kernel they prepare: what they run (e.g. to ask a C kernel its workspace)."""
+    global PLANS, PREPARED
+    kept, PLANS, PREPARED = PLANS, {}, []
+    try:
+        yield PREPARED
+    finally:
+        PLANS, PREPARED = kept, None
 
 
 def plan_tag(kernels, fn: str) -> str:
@@ -205,7 +228,7 @@ def conv_forward(dims: int, kernels):
                        dilation, groups)
         if b is not None:
             check_shape(b, 'bias', fn, (w.shape[0],))
-        run, shape, dtype = kernels.prepare(fn, geo.params, x.dtype), geo.output_shape, x.dtype
+        run, shape, dtype = prepare(kernels, fn, geo.params, x.dtype), geo.output_shape, x.dtype
 
         def plan(input, weight, bias):   # a batch of images, not empty: no test a call
             y = np.empty(shape, dtype)
@@ -244,7 +267,7 @@ def conv_input(dims: int, kernels):
         geo = geometry(ConvGeometry, fn, dims, shape, w.shape, stride, padding, dilation, groups,
                        ('input_size', 'weight'))
         check_shape(g, 'grad_output', fn, geo.output_shape)
-        run, dtype = kernels.prepare(fn, geo.params, w.dtype), w.dtype
+        run, dtype = prepare(kernels, fn, geo.params, w.dtype), w.dtype
 
         def plan(weight, grad_output):
             out = np.empty(shape, dtype)   # the kernels write every element (tests/kernels/test_outputs_written.py)
@@ -283,7 +306,7 @@ def conv_weight(dims: int, kernels):
         geo = geometry(ConvGeometry, fn, dims, x.shape, shape, stride, padding, dilation, groups,
                        ('input', 'weight_size'))
         check_shape(g, 'grad_output', fn, geo.output_shape)
-        run, dtype, images = kernels.prepare(fn, geo.params, x.dtype), x.dtype, x.shape[0]
+        run, dtype, images = prepare(kernels, fn, geo.params, x.dtype), x.dtype, x.shape[0]
 
         def plan(input, grad_output):
             out = np.zeros(shape, dtype)
@@ -317,7 +340,7 @@ def conv_bias(dims: int, kernels):
         g = real_array(grad_output, 'grad_output', fn)
         check_rank(g, 'grad_output', fn, (dims + 2,))
         n, c, *size = g.shape
-        run = kernels.prepare(fn, dict(N=n, G=1, KG=c, **spatial('O', size)), g.dtype)
+        run = prepare(kernels, fn, dict(N=n, G=1, KG=c, **spatial('O', size)), g.dtype)
         dtype, empty = g.dtype, not (n and c and min(size) > 0)
 
         def plan(grad_output):
@@ -388,7 +411,7 @@ def max_pool(dims: int, kernels):
         x, batched = pool_input(fn, dims, input)
         geo = geometry(PoolGeometry, fn, dims, x.shape if batched else (1,) + x.shape, kernel_size, stride, padding,
                        dilation, ceil_mode)
-        run, shape, dtype = kernels.prepare(fn, geo.params, x.dtype), geo.output_shape, x.dtype
+        run, shape, dtype = prepare(kernels, fn, geo.params, x.dtype), geo.output_shape, x.dtype
 
         def plan(input):
             y, idx = np.empty(shape, dtype), np.empty(shape, np.int64)
@@ -426,8 +449,8 @@ def max_pool_backward(dims: int, kernels):
         geo = geometry(PoolGeometry, fn, dims, shape, kernel_size, stride, padding, dilation, ceil_mode)
         g_batched = batched or g.ndim != dims + 1
         check_shape(g if g_batched else g[None], 'grad_output', fn, geo.output_shape)
-        run, dtype = kernels.prepare(fn, geo.params, x.dtype), x.dtype
-        select = kernels.prepare(f'max_pool{dims}d', geo.params, x.dtype) if indices is None else None
+        run, dtype = prepare(kernels, fn, geo.params, x.dtype), x.dtype
+        select = prepare(kernels, f'max_pool{dims}d', geo.params, x.dtype) if indices is None else None
         i_batched = True
         if indices is not None:
             if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
@@ -489,7 +512,7 @@ def avg_pool(dims: int, kernels):
         geo = geometry(PoolGeometry, fn, dims, x.shape if batched else (1,) + x.shape, kernel_size, stride, padding,
                        1, ceil_mode)
         options = avg_options(fn, count_include_pad, divisor_override)
-        run, shape, dtype = kernels.prepare(fn, {**geo.params, **options}, x.dtype), geo.output_shape, x.dtype
+        run, shape, dtype = prepare(kernels, fn, {**geo.params, **options}, x.dtype), geo.output_shape, x.dtype
 
         def plan(input):
             y = np.empty(shape, dtype)
@@ -527,7 +550,7 @@ def avg_pool_backward(dims: int, kernels):
         g_batched = batched or g.ndim != dims + 1
         check_shape(g if g_batched else g[None], 'grad_output', fn, geo.output_shape)
         options = avg_options(fn, count_include_pad, divisor_override)
-        run, dtype = kernels.prepare(fn, {**geo.params, **options}, x.dtype), x.dtype
+        run, dtype = prepare(kernels, fn, {**geo.params, **options}, x.dtype), x.dtype
 
         def plan(grad_output):
             out = np.empty(shape, dtype)   # the kernels write every element (zero, then scatter)

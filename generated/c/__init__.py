@@ -7,5 +7,6 @@ from . import _binding as _kernels
 _PUBLIC = _api.public_functions(_kernels)
 set_num_threads = _kernels.set_num_threads
 get_num_threads = _kernels.get_num_threads
+workspace = _kernels.workspace
 globals().update(_PUBLIC)
-__all__ = sorted([*_PUBLIC, 'set_num_threads', 'get_num_threads'])
+__all__ = sorted([*_PUBLIC, 'set_num_threads', 'get_num_threads', 'workspace'])
