@@ -110,8 +110,8 @@ def binding_file(rules) -> str:
             symbol, prototype, wrapper = (_packed(k, kernel.arrays, len(sizes)) if packed else
                                           (k['symbol'], _prototype(k['symbol'], k['signature']) + ';', ''))
             view.update({f'symbol_{suffix}': symbol, f'prototype_{suffix}': prototype, f'wrapper_{suffix}': wrapper,
-                         f'workspace_symbol_{suffix}': f'{k["symbol"]}_workspace',
-                         f'workspace_{suffix}': f'int64_t {k["symbol"]}_workspace({k["workspace"]["signature"]});'})
+                         f'workspace_symbol_{suffix}': k['workspace']['symbol'],
+                         f'workspace_{suffix}': f'int64_t {k["workspace"]["symbol"]}({k["workspace"]["signature"]});'})
         view['workspace_sizes'] = repr(tuple(k32['workspace']['sizes']))
         views.append(view)
     sources = sorted([f'{b}.h' for b in {*C_FILES.values(), 'bpgen_runtime'}]

@@ -217,7 +217,8 @@ def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
     body = outlined(printed_nodes(kernel.body, printer, real), symbol, parts, parameters)
     sizes = [p.name for p in kernel.params if p not in rule.real_params]
     stack = printed_nodes(stack_nodes(kernel.body), printer, real)
-    workspace = dict(signature=', '.join(parameters[identifier(s)] for s in sizes) or 'void', body=stack, sizes=sizes,
+    workspace = dict(symbol=f'{symbol}_workspace', body=stack, sizes=sizes,
+                     signature=', '.join(parameters[identifier(s)] for s in sizes) or 'void',
                      unused=[identifier(s) for s in sizes if identifier(s) not in _identifiers(checks)])
     return dict(symbol=symbol, real=real, signature=', '.join(parameters.values()), parameters=parameters,
                 parts=parts, workspace=workspace, checks=checks, check_text='; '.join(checks),
