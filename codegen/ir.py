@@ -184,6 +184,18 @@ class VStore:
 
 
 @dataclass(frozen=True)
+class VStorePair:
+    """array[flat + 2 lane] = first[lane] and array[flat + 2 lane + 1] = second[lane] for every lane: two
+    vectors interleaved into 2 LANES contiguous elements (the two taps of a stride-2 scatter at once)."""
+
+    array: object        # Symbol
+    flat: object
+    first: object
+    second: object
+    kind: str = 'vstore_pair'
+
+
+@dataclass(frozen=True)
 class VAdd:
     """array[flat + lane * stride] += value[lane] for the lanes of a LaneMask (a scatter's vector visit)."""
 
@@ -209,12 +221,13 @@ class VStoreIndex:
 
 @dataclass(frozen=True)
 class Lanes:
-    """name[l] = expr with var = start + l, for every lane l."""
+    """name[l] = expr with var = start + l, for every lane l (a vector declared here, unless ``declared``)."""
 
     name: str
     var: object
     start: object
     expr: object
+    declared: bool = False
     kind: str = 'lanes'
 
 

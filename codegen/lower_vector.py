@@ -59,7 +59,9 @@ from its proven Z-sum:
   (Overlapped, VKeep), not a masked chunk (s2 weight gradient on AVX2, whose
   masked loads are lane loops: 5.36 -> 4.13 ms);
 * in the interior, the hoisted factors are simplified under its facts (an
-  average's divisor becomes the full window: one scalar per chunk);
+  average's divisor becomes the full window: one scalar per chunk); outside
+  it, one scalar too for the chunks whose windows' factors agree (_lane_factor:
+  pool3's first chunk, its padding counted), a lane loop for the others;
 * a divisibility condition on the vector variable (the stride of a transposed
   access) is specialized away: the vector path runs when that modulus is 1;
 * a window sum of one array whose constraints on the vector variable and its column tap are exactly
@@ -82,7 +84,11 @@ from its proven Z-sum:
 * a scatter whose windows tile its output exactly (derive.zsum.exact_cover on
   every axis: kernel = stride, no padding, no remainder) has a run-time variant
   that stores each share, with no zeroing and no adds (pool2 average backward
-  0.40 -> 0.26 ms in the driver);
+  0.40 -> 0.26 ms in the driver); at stride 2 along the vector, both taps of
+  that axis in one interleaved store of 2 LANES elements (VStorePair: AVX2 has
+  no strided store, each lane was a scalar store), a row's last partial chunk
+  its last LANES windows again (pool2 average backward, Zen 2 float32, C
+  driver: 2.0 -> 1.3 ms);
 * where the output is as wide as its rows read (stride 1, 'same' widths) and a
   row is not a whole number of vectors, the free-vector tiles also run over the
   flattened plane (row, column): chunks cross row ends, every tap over its
@@ -101,14 +107,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sympy import (Add, And, Eq, Expr, Indexed, IndexedBase, KroneckerDelta, Le, Mod, Mul, Ne, Or, Piecewise, S, Symbol,
-                   cancel, expand, fraction, oo)
+from sympy import (Add, And, Eq, Expr, Indexed, IndexedBase, KroneckerDelta, Le, Max, Min, Mod, Mul, Ne, Not, Or,
+                   Piecewise, S, Symbol, cancel, expand, fraction, oo)
 
 from derive.zsum import exact_cover, holds, within, zero_padded
 
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop,
-                 VAdd, VKeep, VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, VTaps, substitute)
-from .ir import fold, walk
+                 VAdd, VKeep, VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, VStorePair, VTaps)
+from .ir import fold, substitute, walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
                     check_accesses, first_visit, loop_order, max_parts, parallel, scatter_targets, without_output_box)
 from .spec import KernelRule, TensorArg
@@ -998,17 +1004,22 @@ def _masks_outside(summed: list, guard: tuple) -> list:
     return [v for v in summed if v in lane] + [v for v in summed if v not in lane]
 
 
-def _chunks_to(lo, hi, chunk, overlap: bool = False) -> tuple:
+def _chunks_to(lo, hi, chunk, overlap: bool = False, rewrite: bool = False) -> tuple:
     """Chunks of LANES positions covering [lo, hi] exactly, each position counted once: ``chunk(None)``
     for the full ones, ``chunk((0, hi - v0))`` for the last, partial one.  With ``overlap`` (a reduction,
     whose loads may read any position in [lo, hi]), the partial chunk of a range of at least LANES
     positions is the last LANES of them, ``chunk(Overlapped(vend - v0))``: plain loads, the lanes the
     chunk before counted cleared (s2 weight gradient, Zen 2: a lane loop of branches per masked load
-    cost its partial chunks 3.3x a full one)."""
+    cost its partial chunks 3.3x a full one).  With ``rewrite`` (chunks that store what they compute,
+    each position's value the same whichever chunk computes it), it is ``chunk(None)`` at the last LANES
+    positions: the lanes the chunk before stored are stored again (pool2 average backward, Zen 2 float32:
+    a 4-lane partial chunk per row of 28 cost 1.40 -> 1.27 ms)."""
     partial = (Loop(V0, VEND, VEND, chunk((S.Zero, hi - V0))),)
+    back = hi - LANES + 1
     if overlap:
-        back = hi - LANES + 1
         partial = (Branch((hi - lo + 1 >= LANES,), (Loop(V0, back, back, chunk(Overlapped(VEND - V0))),), partial),)
+    elif rewrite:
+        partial = (Branch((hi - lo + 1 >= LANES,), (Loop(V0, back, back, chunk(None)),), partial),)
     return (Declare(VEND.name, 'index', lo + _max([S.Zero, LANES * FloorDiv(hi - lo + 1, LANES)])),
             Loop(V0, lo, hi - LANES + 1, chunk(None), LANES),
             Guard((VEND <= hi,), partial))
@@ -1068,8 +1079,7 @@ def _finish(rule, tile, combos, vector: bool, inside: bool = False, mask=None) -
     first = None if tile.channels is None else _box(tile.term, tile.channels, rule)[0]   # the storing block
     hoisted = within(tile.hoisted, interior_facts(rule, tile) + list(rule.hyps)) if inside else tile.hoisted
     if vector and hoisted != 1:
-        nodes.append(Lanes('h', tile.vec, V0, hoisted) if tile.vec in hoisted.free_symbols
-                     else Declare('h', 'acc', hoisted))
+        nodes += _lane_factor(hoisted, tile.vec)
     for combo in combos:
         shift = _shift(tile, combo)
         acc = Symbol(_name('v', combo))
@@ -1094,6 +1104,58 @@ def _finish(rule, tile, combos, vector: bool, inside: bool = False, mask=None) -
         else:
             nodes.append(Assign(ref, total, '+=' if tile.batch is not None else '='))
     return tuple(nodes)
+
+
+def _lane_factor(factor: Expr, vec) -> tuple:
+    """The nodes declaring h, the factor at the lanes of the chunk at v0: one scalar where it does not
+    depend on vec, else a branch -- one scalar for the chunks where every Min / Max of vec in it takes
+    its vec-free argument (an average's divisor in a border chunk whose windows are whole: pool3's first
+    chunk, clipped by the padding on the left, whole when the padding is counted), each lane's own
+    otherwise (a lane loop, a division a lane: pool3 average forward, Zen 2 float32, 1.55 -> 1.08 ms)."""
+    if vec not in factor.free_symbols:
+        return (Declare('h', 'acc', factor),)
+    free = _lane_free(factor, vec)
+    ends = [] if free is None else [free[0].xreplace({vec: end}) for end in (V0, V0 + LANES - 1)]
+    if free is None or S.false in ends:
+        return (Lanes('h', vec, V0, factor),)
+    return (Declare('h', 'vec', S.Zero),
+            Branch(tuple(e for e in ends if e is not S.true), (Assign(Symbol('h'), VSplat(free[1])),),
+                   (Lanes('h', vec, V0, factor, declared=True),)))
+
+
+def _lane_free(expr: Expr, vec):
+    """(condition, value): where the condition holds, expr equals value, which does not depend on vec;
+    the condition a conjunction of affine inequalities in vec under arm selectors that do not depend on
+    it (so it holds over a range of vec when it holds at both ends).  None when expr has no such form."""
+    if vec not in expr.free_symbols:
+        return S.true, expr
+    if isinstance(expr, Piecewise):
+        cond, arms, before = S.false, [], S.false
+        for e, c in expr.args:
+            inner = _lane_free(e, vec)
+            if inner is None or vec in c.free_symbols:
+                return None
+            cond = Or(cond, And(c, Not(before), inner[0]))
+            before = Or(before, c)
+            arms.append((inner[1], c))
+        return cond, Piecewise(*arms)
+    if isinstance(expr, (Min, Max)):
+        free = [a for a in expr.args if vec not in a.free_symbols]
+        if len(free) != 1:
+            return None
+        (f,), bound = free, []
+        for d in expr.args:
+            if d != f:
+                if expand(d).diff(vec).has(vec):
+                    return None
+                bound.append(d - f >= 0 if isinstance(expr, Min) else f - d >= 0)
+        return And(*bound), f
+    if not expr.args:
+        return None   # vec itself
+    parts = [_lane_free(a, vec) for a in expr.args]
+    if any(p is None for p in parts):
+        return None
+    return And(*(p[0] for p in parts)), expr.func(*(p[1] for p in parts))
 
 
 def _other_terms(rule, tile, total, shift) -> list:
@@ -1247,24 +1309,30 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
         raise LoweringError(f'{rule.name}: the targets are not evenly spaced along {vec}')
     vlo, vhi = inside[vec]
 
-    def chunk(lanes, factor=factor, store=False):   # ``store``: the chunk's targets are written once
-        nodes, x = [], S.One
-        mask = FMASK if lanes else LaneMask(S.Zero, LANES - 1)
-        if lanes:
-            nodes.append(Declare(FMASK.name, 'index', LaneMask(*lanes)))
+    def shares(lanes, factor, at=None, tag=''):   # (nodes, name) of the chunk's values, with the taps ``at``
+        nodes, x, h = [], S.One, Symbol('h')
         for k, f in enumerate(arrays):
-            name = Symbol(f'x{k}')
-            nodes += _load(_tensors(rule)[f.base], f, vec, name, FMASK if lanes else None)
+            name = Symbol(f'x{k}{tag}')
+            nodes += _load(_tensors(rule)[f.base], f.xreplace(at or {}), vec, name, FMASK if lanes else None)
             x *= name
+        factor = factor.xreplace(at or {})
         if vec in factor.free_symbols:
-            nodes.append(Lanes('h', vec, V0, factor))
-        nodes.append(Declare('shares', 'vec', x * Symbol('h') if factor != 1 else x))
-        if store:
-            return tuple(nodes) + (VStore(Symbol(out.name), start, stride, Symbol('shares'), FMASK if lanes else None),)
-        return tuple(nodes) + (VAdd(Symbol(out.name), start, stride, mask, Symbol('shares')),)
+            h = Symbol(f'h{tag}')
+            nodes.append(Lanes(h.name, vec, V0, factor))
+        nodes.append(Declare(f'shares{tag}', 'vec', x * h if factor != 1 else x))
+        return nodes, Symbol(f'shares{tag}')
 
-    def sweep(windows, chunk):   # the taps outermost, then the rows of windows, chunks along each row
-        row = _chunks_to(*windows[vec], chunk)
+    def chunk(lanes, factor=factor, store=False):   # ``store``: the chunk's targets are written once
+        nodes, values = shares(lanes, factor)
+        if lanes:
+            nodes.insert(0, Declare(FMASK.name, 'index', LaneMask(*lanes)))
+        if store:
+            return tuple(nodes) + (VStore(Symbol(out.name), start, stride, values, FMASK if lanes else None),)
+        mask = FMASK if lanes else LaneMask(S.Zero, LANES - 1)
+        return tuple(nodes) + (VAdd(Symbol(out.name), start, stride, mask, values),)
+
+    def sweep(windows, chunk, taps=taps, rewrite=False):   # the taps outermost, then the rows of windows, chunks
+        row = _chunks_to(*windows[vec], chunk, rewrite=rewrite)   # along each row
         scalar = factor != 1 and vec not in factor.free_symbols   # one factor per row, or for the whole block
         if scalar and factor.free_symbols & set(per):
             row = (Declare('h', 'acc', factor),) + row
@@ -1293,8 +1361,38 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
     cover = _exact_cover(rule, where, per, taps, box)
     if cover is None:
         return general
-    tiled = sweep(box, lambda lanes: chunk(lanes, store=True))   # every window inside, every target once
-    return (Branch(cover, blocks(tiled), general),)
+    tiled = sweep(box, lambda lanes: chunk(lanes, store=True), rewrite=True)   # every window inside, each
+    #                                                                             target written by one
+    tiles = (Branch(cover, blocks(tiled), general),)
+    pair = _pair_tap(start, stride, [u for u in taps if u not in factor.free_symbols], box)
+    if pair is None:
+        return tiles
+    u, conds = pair
+
+    def both(lanes):   # the chunk's shares for both taps of u, one interleaved store (a partial chunk: each tap's)
+        if lanes:
+            return (Loop(u, S.Zero, S.One, chunk(lanes, store=True)),)
+        first, a = shares(None, factor, {u: S.Zero}, 'a')
+        same = value.xreplace({u: S.Zero}) == value.xreplace({u: S.One})   # (an average's shares)
+        second, b = ([], a) if same else shares(None, factor, {u: S.One}, 'b')
+        return tuple(first + second) + (VStorePair(Symbol(out.name), start.xreplace({u: S.Zero}), a, b),)
+    paired = substitute(sweep(box, both, [t for t in taps if t != u], rewrite=True), {stride: S(2)})
+    return (Branch(cover + conds, blocks(paired), tiles),)
+
+
+def _pair_tap(start, stride, taps: list, box: dict):
+    """(u, conditions) when, under the conditions, the scatter's targets along the vector are 2 apart and
+    tap u takes the values 0 and 1, the second target 1 after the first: the two taps of a chunk then fill
+    2 LANES contiguous elements, stored interleaved (VStorePair) in place of two stride-2 stores; else
+    None."""
+    for u in taps:
+        if expand(start.diff(u)) != 1:
+            continue
+        conds = [Eq(stride, 2), Eq(box[u][0], 0), Eq(box[u][1], 1)]
+        if S.false in conds:
+            return None
+        return u, tuple(c for c in conds if c is not S.true)
+    return None
 
 
 def _exact_cover(rule, where: dict, per: list, taps: list, box: dict) -> tuple | None:

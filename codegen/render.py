@@ -125,6 +125,10 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
             args = [printer.doprint(n.stride)] + ([] if n.mask is None else [printer.doprint(n.mask)])
             out.append(dict(kind='vstore', call=f'{name}_{printer.suffix}({printer.doprint(n.array)} + '
                             f'({printer.doprint(n.flat)}), {", ".join(args)}, {printer.doprint(n.value)})'))
+        elif n.kind == 'vstore_pair':
+            args = ', '.join(printer.doprint(a) for a in (n.first, n.second))
+            out.append(dict(kind='call', call=f'bp_vstore_pair_{printer.suffix}({printer.doprint(n.array)} + '
+                            f'({printer.doprint(n.flat)}), {args})'))
         elif n.kind == 'vadd':
             args = ', '.join(printer.doprint(a) for a in (n.array, n.flat, n.stride, n.mask, n.value))
             out.append(dict(kind='call', call=f'bp_vadd_{printer.suffix}({args})'))
@@ -136,7 +140,8 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
             out.append(dict(kind='call', call=f'bp_vstore_index_{printer.suffix}({printer.doprint(n.array)} + '
                             f'({printer.doprint(n.flat)}), &{n.value}, {start}, {step})'))
         elif n.kind == 'lanes':
-            out.append(dict(kind='lanes', name=n.name, vtype=VECTOR[real], lanes=printer.doprint(Symbol('LANES')),
+            out.append(dict(kind='lanes', name=n.name, vtype=None if n.declared else VECTOR[real],
+                            lanes=printer.doprint(Symbol('LANES')),
                             var=printer.doprint(n.var), start=printer.doprint(n.start), expr=printer.doprint(n.expr)))
         elif n.kind == 'assign':
             out.append(dict(kind='assign', target=printer.doprint(n.target), op=n.op, value=printer.doprint(n.value)))

@@ -2,7 +2,7 @@
 the rule's constraints and hypotheses) is refused with LoweringError; the same access, guarded, is accepted.
 The probes are small layers written as index expressions, as a user's own stencil would be."""
 import pytest
-from sympy import IndexedBase, Symbol
+from sympy import Eq, IndexedBase, Symbol
 
 from codegen.lower import LoweringError, lower
 from codegen.lower_numpy import lower_numpy
@@ -413,3 +413,68 @@ def test_padded_rows_leave_no_chunk_guarded(name):
         blocks = [n for n in branch.then if isinstance(n, Loop) and n.var.name.endswith('_b')]
         assert blocks, 'the copy sits outside the register blocks'
         assert any(isinstance(n, Branch) and any(c.has(VLO) for c in n.conds) for n in walk(branch.otherwise))
+
+
+@pytest.mark.parametrize('dims', [1, 2, 3])
+def test_tiling_average_backward_stores_the_two_taps_of_stride_2_interleaved(dims):
+    """Windows that tile the input with stride 2 along the vector: a variant under S == 2 (and the tap's
+    range [0, 1]) stores each chunk's share for both taps of that axis in one interleaved pair (VStorePair):
+    no loop over that tap around it, no stride-2 store but in the partial chunks (each tap's own, masked)."""
+    from codegen.ir import Branch, Loop, VStore, VStorePair, walk
+    from codegen.spec import rule
+    kernel = lower(rule(f'avg_pool{dims}d_backward'))
+    stride, tap = Symbol(f'S{dims - 1}', integer=True, positive=True), Symbol(f'm{dims - 1}', integer=True)
+    pairs = [n for n in walk(kernel.body) if isinstance(n, VStorePair)]
+    paired = [n for n in walk(kernel.body) if isinstance(n, Branch) and Eq(stride, 2) in n.conds
+              and any(isinstance(m, VStorePair) for m in walk(n.then))]
+    assert len(paired) == 1
+    branch, = paired
+    assert [n for n in walk(branch.then) if isinstance(n, VStorePair)] == pairs
+    assert pairs and all(n.first == n.second for n in pairs)   # an average's share does not depend on the tap
+    assert all(n.stride == 2 and n.mask is not None for n in walk(branch.then) if isinstance(n, VStore))
+    over_tap = [n for n in walk(branch.then) if isinstance(n, Loop) and n.var == tap]
+    assert over_tap and not any(isinstance(m, VStorePair) for n in over_tap for m in walk(n.body))
+
+
+def test_lane_free_factor_is_exact_where_its_condition_holds():
+    """_lane_free: where its condition holds at both ends of a chunk, the factor is the same at every lane
+    and equals the scalar it returns -- checked on a grid of the average's divisor (with and without the
+    padding counted, a ceil-mode window past the padding); the first chunk of pool3 with the padding
+    counted is lane-free, without it not; a non-affine dependence has no such form."""
+    from itertools import product
+    from sympy import Max, Min, Ne, Piecewise
+    from codegen.lower_vector import _lane_free
+    o, H, K, P, S_, cip = (Symbol(n, integer=True) for n in ('o', 'H', 'K', 'P', 'S', 'cip'))
+    whole = Min(K - 1, H + 2 * P - S_ * o - 1) + 1
+    inside = Min(K - 1, H + P - S_ * o - 1) - Max(0, P - S_ * o) + 1
+    factor = Piecewise((1 / (K * whole), Ne(cip, 0)), (1 / (K * inside), True))
+    cond, value = _lane_free(factor, o)
+    assert o not in value.free_symbols
+    checked = 0
+    for h, k, p, s, c in product(range(3, 12), range(1, 5), range(0, 3), range(1, 4), range(2)):
+        if 2 * p > k:
+            continue
+        at = {H: h, K: k, P: p, S_: s, cip: c}
+        for j in range((h + 2 * p - k) // s + 2):   # one ceil-mode window more
+            if bool(cond.xreplace({**at, o: j})):
+                assert factor.xreplace({**at, o: j}) == value.xreplace(at)
+                checked += 1
+    assert checked > 500
+    pool3 = {H: 56, K: 3, P: 1, S_: 2}
+    assert bool(cond.xreplace({**pool3, cip: 1, o: 0})) and not bool(cond.xreplace({**pool3, cip: 0, o: 0}))
+    assert _lane_free(1 / Min(K, o * o), o) is None
+
+
+def test_border_chunks_of_an_average_take_one_divisor_where_their_windows_are_whole():
+    """The average forward's chunks outside the interior compute the divisor per lane only where the
+    windows' sizes differ across the chunk: a branch takes one scalar (VSplat) where _lane_free's
+    condition holds at the chunk's two ends."""
+    from codegen.ir import Assign, Branch, Lanes, VSplat, walk
+    from codegen.spec import rule
+    kernel = lower(rule('avg_pool2d'))
+    branches = [n for n in walk(kernel.body) if isinstance(n, Branch) and len(n.otherwise) == 1
+                and isinstance(n.otherwise[0], Lanes)]
+    assert branches
+    for b in branches:
+        assert b.otherwise[0].declared and isinstance(b.then[0], Assign) and isinstance(b.then[0].value, VSplat)
+        assert all('v0' in str(c) for c in b.conds)

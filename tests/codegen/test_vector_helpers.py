@@ -1,9 +1,9 @@
-"""The SIMD helpers of the generated C (loads, stores and adds, masked and strided; lane clearing), lane by lane against
-their definition, for every mask of lanes and the strides 1, 2 (AVX-512's permutes and masked moves) and 3
-(the lane loop), on every path this CPU runs: the baseline target's 16-byte GCC vectors, AVX2's 32-byte
-ones and the machine's own (-march=native).  A masked access must leave every other element alone: the
-harness checks a whole buffer around it.  Built again under AddressSanitizer and UBSan, it checks that no
-access reads or writes past its lanes' elements (the kernel tests' sanitizer run builds without
+"""The SIMD helpers of the generated C (loads, stores and adds, masked and strided; two vectors stored interleaved;
+lane clearing), lane by lane against their definition, for every mask of lanes and the strides 1, 2 (AVX-512's
+permutes and masked moves) and 3 (the lane loop), on every path this CPU runs: the baseline target's 16-byte GCC
+vectors, AVX2's 32-byte ones and the machine's own (-march=native).  A masked access must leave every other
+element alone: the harness checks a whole buffer around it.  Built again under AddressSanitizer and UBSan, it
+checks that no access reads or writes past its lanes' elements (the kernel tests' sanitizer run builds without
 -march=native, so it never runs the AVX2 and AVX-512 helpers)."""
 import re
 import subprocess
@@ -59,6 +59,14 @@ static int check_{{ x }}(void)
         for (int l = 0; l < BP_LANES_{{ x | upper }}; ++l) ref[1 + l * s] = v[l];
         for (int i = 0; i < 64; ++i) CHECK(dst[i] == ref[i]);
     }
+    {   /* a pair: a to the even, b to the odd elements, nothing else */
+        const int mask = -1, s = 2;
+        const bp_v{{ x }} a = bp_vload_{{ x }}(src, 1), b = bp_vload_{{ x }}(src + 20, 1);
+        for (int i = 0; i < 64; ++i) dst[i] = ref[i] = -i;
+        bp_vstore_pair_{{ x }}(dst + 3, a, b);
+        for (int l = 0; l < BP_LANES_{{ x | upper }}; ++l) ref[3 + 2 * l] = a[l], ref[4 + 2 * l] = b[l];
+        for (int i = 0; i < 64; ++i) CHECK(dst[i] == ref[i]);
+    }
     return bad;
 }
 static int bounds_{{ x }}(void)
@@ -79,6 +87,10 @@ static int bounds_{{ x }}(void)
         }
         free(block);
     }
+    {{ real }} *pair = malloc(2 * BP_LANES_{{ x | upper }} * sizeof *pair);   /* a pair fills its 2 LANES exactly */
+    bp_vstore_pair_{{ x }}(pair, bp_vsplat_{{ x }}(1), bp_vsplat_{{ x }}(2));
+    for (int i = 0; i < 2 * BP_LANES_{{ x | upper }}; ++i) bad += pair[i] != 1 + i % 2;
+    free(pair);
     return bad;
 }
 {% endfor %}

@@ -297,11 +297,14 @@ def test_avg_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding,
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('size, kernel, divisor_override', [
     ((2, 3, 10, 32), 2, None), ((2, 3, 6, 36), 2, 3), ((1, 2, 9, 105), 3, None), ((2, 2, 4, 10), 2, None),
-    ((1, 2, 5, 5), 1, None), ((2, 3, 48), 4, None), ((1, 2, 4, 6, 40), 2, 5)])
+    ((1, 2, 5, 5), 1, None), ((2, 3, 48), 4, None), ((1, 2, 4, 6, 40), 2, 5), ((2, 2, 4, 6), 2, None),
+    ((2, 3, 22), 2, None), ((1, 2, 2, 4, 14), 2, None)])
 def test_avg_pool_backward_of_tiling_windows_matches_torch(backend, dtype, size, kernel, divisor_override):
     """Windows that tile the input (kernel = stride, no padding, no remainder): the C backward stores each
-    share once, no zeroing and no adds (derive.zsum.exact_cover, claim pool.avg-tiling).  Rows of whole
-    vectors, of a partial one, narrower than a vector; strides 1-4; 1-3 d; a divisor override."""
+    share once, no zeroing and no adds (derive.zsum.exact_cover, claim pool.avg-tiling), at stride 2 both
+    taps of a row in one interleaved store.  Rows of whole vectors, of a partial one (its last chunk
+    rewriting lanes), narrower than a vector (3 outputs: float64's 4 lanes too); strides 1-4; 1-3 d; a
+    divisor override."""
     rng = np.random.default_rng(sum(size) + kernel)
     x = rng.standard_normal(size).astype(dtype)
     params = dict(kernel_size=kernel, stride=kernel)
