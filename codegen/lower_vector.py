@@ -1012,8 +1012,8 @@ def _chunks_to(lo, hi, chunk, overlap: bool = False, rewrite: bool = False) -> t
     chunk before counted cleared (s2 weight gradient, Zen 2: a lane loop of branches per masked load
     cost its partial chunks 3.3x a full one).  With ``rewrite`` (chunks that store what they compute,
     each position's value the same whichever chunk computes it), it is ``chunk(None)`` at the last LANES
-    positions: the lanes the chunk before stored are stored again (pool2 average backward, Zen 2 float32:
-    a 4-lane partial chunk per row of 28 cost 1.40 -> 1.27 ms)."""
+    positions: the lanes the chunk before stored are stored again (pool2 average backward, Zen 2 float32,
+    C driver: a 4-lane partial chunk per row of 28, about 1.5 -> 1.3 ms)."""
     partial = (Loop(V0, VEND, VEND, chunk((S.Zero, hi - V0))),)
     back = hi - LANES + 1
     if overlap:
@@ -1111,7 +1111,8 @@ def _lane_factor(factor: Expr, vec) -> tuple:
     depend on vec, else a branch -- one scalar for the chunks where every Min / Max of vec in it takes
     its vec-free argument (an average's divisor in a border chunk whose windows are whole: pool3's first
     chunk, clipped by the padding on the left, whole when the padding is counted), each lane's own
-    otherwise (a lane loop, a division a lane: pool3 average forward, Zen 2 float32, 1.55 -> 1.08 ms)."""
+    otherwise (a lane loop, a division a lane: pool3 average forward, Zen 2 float32, C driver, 1.59 -> 1.50
+    ms)."""
     if vec not in factor.free_symbols:
         return (Declare('h', 'acc', factor),)
     free = _lane_free(factor, vec)
