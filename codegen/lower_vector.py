@@ -1364,35 +1364,34 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
         return general
     tiled = sweep(box, lambda lanes: chunk(lanes, store=True), rewrite=True)   # every window inside, each
     #                                                                             target written by one
-    tiles = (Branch(cover, blocks(tiled), general),)
-    pair = _pair_tap(start, stride, [u for u in taps if u not in factor.free_symbols], box)
-    if pair is None:
-        return tiles
-    u, conds = pair
+    tiled = blocks(tiled)
+    u = _pair_tap(start, stride, [u for u in taps if u not in factor.free_symbols], box, cover)
+    if u is None:
+        return (Branch(cover, tiled, general),)
+    lo = box[u][0]
 
     def both(lanes):   # the chunk's shares for both taps of u, one interleaved store (a partial chunk: each tap's)
         if lanes:
-            return (Loop(u, S.Zero, S.One, chunk(lanes, store=True)),)
-        first, a = shares(None, factor, {u: S.Zero}, 'a')
-        same = value.xreplace({u: S.Zero}) == value.xreplace({u: S.One})   # (an average's shares)
-        second, b = ([], a) if same else shares(None, factor, {u: S.One}, 'b')
-        return tuple(first + second) + (VStorePair(Symbol(out.name), start.xreplace({u: S.Zero}), a, b),)
+            return (Loop(u, lo, lo + 1, chunk(lanes, store=True)),)
+        first, a = shares(None, factor, {u: lo}, 'a')
+        same = value.xreplace({u: lo}) == value.xreplace({u: lo + 1})   # (an average's shares)
+        second, b = ([], a) if same else shares(None, factor, {u: lo + 1}, 'b')
+        return tuple(first + second) + (VStorePair(Symbol(out.name), start.xreplace({u: lo}), a, b),)
     paired = substitute(sweep(box, both, [t for t in taps if t != u], rewrite=True), {stride: S(2)})
-    return (Branch(cover + conds, blocks(paired), tiles),)
+    tiled = fold(tiled, frozenset({Eq(stride, 2)}))   # (its copy for stride 2 cannot run: the pairs take it)
+    return (Branch(cover + (Eq(stride, 2),), blocks(paired), (Branch(cover, tiled, general),)),)
 
 
-def _pair_tap(start, stride, taps: list, box: dict):
-    """(u, conditions) when, under the conditions, the scatter's targets along the vector are 2 apart and
-    tap u takes the values 0 and 1, the second target 1 after the first: the two taps of a chunk then fill
-    2 LANES contiguous elements, stored interleaved (VStorePair) in place of two stride-2 stores; else
-    None."""
+def _pair_tap(start, stride, taps: list, box: dict, cover: tuple):
+    """The tap u whose coefficient in the target is 1 and whose box is, under the exact cover, as long as
+    the stride of the targets along the vector (derive.zsum.exact_cover: the tap box's length is the
+    window step), or None.  At stride 2 the tap takes two values, whose targets are 1 apart: the chunk's
+    two taps then fill 2 LANES contiguous elements, stored interleaved (VStorePair) in place of two
+    stride-2 stores."""
     for u in taps:
-        if expand(start.diff(u)) != 1:
-            continue
-        conds = [Eq(stride, 2), Eq(box[u][0], 0), Eq(box[u][1], 1)]
-        if S.false in conds:
-            return None
-        return u, tuple(c for c in conds if c is not S.true)
+        length = box[u][1] - box[u][0] + 1 - stride
+        if expand(start.diff(u)) == 1 and any(expand(c.lhs - c.rhs - length) == 0 for c in cover):
+            return u
     return None
 
 

@@ -6318,45 +6318,7 @@ static void bpgen_avg_pool1d_backward_f32_part7(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
-{
-#ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
-#endif
-    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-        for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
-            int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O0, BP_LANES_F));
-            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
-                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
-                    bp_vf shares = h*x0;
-                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + 2*v0), 2, shares);
-                }
-                if (vend <= O0 - 1) {
-                    if (O0 >= BP_LANES_F) {
-                        for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
-                            bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
-                            bp_vf shares = h*x0;
-                            bp_vstore_f(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + 2*v0), 2, shares);
-                        }
-                    } else {
-                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                            int64_t lanes = bp_lane_mask_f(0, O0 - v0 - 1);
-                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
-                            bp_vf shares = h*x0;
-                            bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + 2*v0), 2, lanes, shares);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-#endif
-
-#if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -6394,7 +6356,7 @@ static void bpgen_avg_pool1d_backward_f32_part9(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -6441,7 +6403,7 @@ static void bpgen_avg_pool1d_backward_f32_part10(float *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -6488,7 +6450,7 @@ static void bpgen_avg_pool1d_backward_f32_part11(float *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part12(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -6535,7 +6497,7 @@ static void bpgen_avg_pool1d_backward_f32_part12(float *restrict grad_input, con
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part13(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part12(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -6645,7 +6607,7 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
 #endif
     } else {
 #ifdef BP_VECTOR
-        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && S0 == 2 && K0 - 1 == 1) {
+        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && S0 == 2) {
 #ifdef _OPENMP
             if (C*H0*N + C*N*O0 >= 32768) {
                 #pragma omp parallel
@@ -6670,64 +6632,51 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
                     bpgen_avg_pool1d_backward_f32_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
                 } else {
-                    if (S0 == 2) {
 #ifdef _OPENMP
-                        if (C*H0*N + C*N*O0 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
-                        } else {
-                            bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
-#endif
+                    if (C*H0*N + C*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                     } else {
-#ifdef _OPENMP
-                        if (C*H0*N + C*N*O0 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
-                        } else {
-                            bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
-#endif
+                        bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                     }
+#else
+                    bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+#endif
                 }
             } else {
                 if (S0 == 1) {
 #ifdef _OPENMP
                     if (C*H0*N + C*N*O0 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
 #endif
                 } else {
                     if (S0 == 2) {
 #ifdef _OPENMP
                         if (C*H0*N + C*N*O0 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                            bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                            bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
 #endif
                     } else {
 #ifdef _OPENMP
                         if (C*H0*N + C*N*O0 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool1d_backward_f32_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                            bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool1d_backward_f32_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                            bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool1d_backward_f32_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
 #endif
                     }
                 }
@@ -6737,12 +6686,12 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
         if (C*H0*N + C*N*O0 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool1d_backward_f32_part13(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+            bpgen_avg_pool1d_backward_f32_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool1d_backward_f32_part13(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+            bpgen_avg_pool1d_backward_f32_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool1d_backward_f32_part13(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+        bpgen_avg_pool1d_backward_f32_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
 #endif
 #endif
     }
@@ -9027,45 +8976,7 @@ static void bpgen_avg_pool1d_backward_f64_part7(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
-{
-#ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
-#endif
-    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-        for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
-            int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O0, BP_LANES_D));
-            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
-                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
-                    bp_vd shares = h*x0;
-                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + 2*v0), 2, shares);
-                }
-                if (vend <= O0 - 1) {
-                    if (O0 >= BP_LANES_D) {
-                        for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
-                            bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
-                            bp_vd shares = h*x0;
-                            bp_vstore_d(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + 2*v0), 2, shares);
-                        }
-                    } else {
-                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                            int64_t lanes = bp_lane_mask_d(0, O0 - v0 - 1);
-                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
-                            bp_vd shares = h*x0;
-                            bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + 2*v0), 2, lanes, shares);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-#endif
-
-#if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -9103,7 +9014,7 @@ static void bpgen_avg_pool1d_backward_f64_part9(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -9150,7 +9061,7 @@ static void bpgen_avg_pool1d_backward_f64_part10(double *restrict grad_input, co
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -9197,7 +9108,7 @@ static void bpgen_avg_pool1d_backward_f64_part11(double *restrict grad_input, co
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part12(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -9244,7 +9155,7 @@ static void bpgen_avg_pool1d_backward_f64_part12(double *restrict grad_input, co
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part13(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part12(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -9354,7 +9265,7 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
 #endif
     } else {
 #ifdef BP_VECTOR
-        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && S0 == 2 && K0 - 1 == 1) {
+        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && S0 == 2) {
 #ifdef _OPENMP
             if (C*H0*N + C*N*O0 >= 32768) {
                 #pragma omp parallel
@@ -9379,64 +9290,51 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
                     bpgen_avg_pool1d_backward_f64_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
                 } else {
-                    if (S0 == 2) {
 #ifdef _OPENMP
-                        if (C*H0*N + C*N*O0 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
-                        } else {
-                            bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
-#endif
+                    if (C*H0*N + C*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                     } else {
-#ifdef _OPENMP
-                        if (C*H0*N + C*N*O0 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
-                        } else {
-                            bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
-#endif
+                        bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                     }
+#else
+                    bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+#endif
                 }
             } else {
                 if (S0 == 1) {
 #ifdef _OPENMP
                     if (C*H0*N + C*N*O0 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
 #endif
                 } else {
                     if (S0 == 2) {
 #ifdef _OPENMP
                         if (C*H0*N + C*N*O0 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                            bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                            bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
 #endif
                     } else {
 #ifdef _OPENMP
                         if (C*H0*N + C*N*O0 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool1d_backward_f64_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                            bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool1d_backward_f64_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                            bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool1d_backward_f64_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
 #endif
                     }
                 }
@@ -9446,12 +9344,12 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
         if (C*H0*N + C*N*O0 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool1d_backward_f64_part13(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+            bpgen_avg_pool1d_backward_f64_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool1d_backward_f64_part13(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+            bpgen_avg_pool1d_backward_f64_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool1d_backward_f64_part13(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+        bpgen_avg_pool1d_backward_f64_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
 #endif
 #endif
     }
@@ -15971,49 +15869,7 @@ static void bpgen_avg_pool2d_backward_f32_part7(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
-{
-#ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
-#endif
-    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-        for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
-            int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O1, BP_LANES_F));
-            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
-                            bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
-                            bp_vf shares = h*x0;
-                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0), 2, shares);
-                        }
-                        if (vend <= O1 - 1) {
-                            if (O1 >= BP_LANES_F) {
-                                for (int64_t v0 = -BP_LANES_F + O1, v0_end = -BP_LANES_F + O1; v0 <= v0_end; ++v0) {
-                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
-                                    bp_vf shares = h*x0;
-                                    bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0), 2, shares);
-                                }
-                            } else {
-                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                    int64_t lanes = bp_lane_mask_f(0, O1 - v0 - 1);
-                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
-                                    bp_vf shares = h*x0;
-                                    bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0), 2, lanes, shares);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-#endif
-
-#if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -16055,7 +15911,7 @@ static void bpgen_avg_pool2d_backward_f32_part9(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -16154,7 +16010,7 @@ static void bpgen_avg_pool2d_backward_f32_part10(float *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -16253,7 +16109,7 @@ static void bpgen_avg_pool2d_backward_f32_part11(float *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part12(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -16352,7 +16208,7 @@ static void bpgen_avg_pool2d_backward_f32_part12(float *restrict grad_input, con
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part13(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part12(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -16474,7 +16330,7 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
 #endif
     } else {
 #ifdef BP_VECTOR
-        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1 && S1 == 2 && K1 - 1 == 1) {
+        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1 && S1 == 2) {
 #ifdef _OPENMP
             if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                 #pragma omp parallel
@@ -16499,64 +16355,51 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
                     bpgen_avg_pool2d_backward_f32_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
                 } else {
-                    if (S1 == 2) {
 #ifdef _OPENMP
-                        if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
-                        } else {
-                            bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
-#endif
+                    if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                     } else {
-#ifdef _OPENMP
-                        if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
-                        } else {
-                            bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
-#endif
+                        bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                     }
+#else
+                    bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+#endif
                 }
             } else {
                 if (S1 == 1) {
 #ifdef _OPENMP
                     if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
 #endif
                 } else {
                     if (S1 == 2) {
 #ifdef _OPENMP
                         if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                            bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                            bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
 #endif
                     } else {
 #ifdef _OPENMP
                         if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool2d_backward_f32_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                            bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool2d_backward_f32_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                            bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool2d_backward_f32_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
 #endif
                     }
                 }
@@ -16566,12 +16409,12 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
         if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool2d_backward_f32_part13(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+            bpgen_avg_pool2d_backward_f32_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool2d_backward_f32_part13(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+            bpgen_avg_pool2d_backward_f32_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool2d_backward_f32_part13(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+        bpgen_avg_pool2d_backward_f32_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
 #endif
 #endif
     }
@@ -19101,49 +18944,7 @@ static void bpgen_avg_pool2d_backward_f64_part7(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
-{
-#ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
-#endif
-    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-        for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
-            int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O1, BP_LANES_D));
-            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
-                            bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
-                            bp_vd shares = h*x0;
-                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0), 2, shares);
-                        }
-                        if (vend <= O1 - 1) {
-                            if (O1 >= BP_LANES_D) {
-                                for (int64_t v0 = -BP_LANES_D + O1, v0_end = -BP_LANES_D + O1; v0 <= v0_end; ++v0) {
-                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
-                                    bp_vd shares = h*x0;
-                                    bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0), 2, shares);
-                                }
-                            } else {
-                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                    int64_t lanes = bp_lane_mask_d(0, O1 - v0 - 1);
-                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
-                                    bp_vd shares = h*x0;
-                                    bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0), 2, lanes, shares);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-#endif
-
-#if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -19185,7 +18986,7 @@ static void bpgen_avg_pool2d_backward_f64_part9(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -19284,7 +19085,7 @@ static void bpgen_avg_pool2d_backward_f64_part10(double *restrict grad_input, co
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -19383,7 +19184,7 @@ static void bpgen_avg_pool2d_backward_f64_part11(double *restrict grad_input, co
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part12(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -19482,7 +19283,7 @@ static void bpgen_avg_pool2d_backward_f64_part12(double *restrict grad_input, co
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part13(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part12(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -19604,7 +19405,7 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
 #endif
     } else {
 #ifdef BP_VECTOR
-        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1 && S1 == 2 && K1 - 1 == 1) {
+        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1 && S1 == 2) {
 #ifdef _OPENMP
             if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                 #pragma omp parallel
@@ -19629,64 +19430,51 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
                     bpgen_avg_pool2d_backward_f64_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
                 } else {
-                    if (S1 == 2) {
 #ifdef _OPENMP
-                        if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
-                        } else {
-                            bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
-#endif
+                    if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                     } else {
-#ifdef _OPENMP
-                        if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
-                        } else {
-                            bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
-#endif
+                        bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                     }
+#else
+                    bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+#endif
                 }
             } else {
                 if (S1 == 1) {
 #ifdef _OPENMP
                     if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
 #endif
                 } else {
                     if (S1 == 2) {
 #ifdef _OPENMP
                         if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                            bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                            bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
 #endif
                     } else {
 #ifdef _OPENMP
                         if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool2d_backward_f64_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                            bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool2d_backward_f64_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                            bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool2d_backward_f64_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
 #endif
                     }
                 }
@@ -19696,12 +19484,12 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
         if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool2d_backward_f64_part13(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+            bpgen_avg_pool2d_backward_f64_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool2d_backward_f64_part13(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+            bpgen_avg_pool2d_backward_f64_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool2d_backward_f64_part13(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+        bpgen_avg_pool2d_backward_f64_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
 #endif
 #endif
     }
@@ -26928,53 +26716,7 @@ static void bpgen_avg_pool3d_backward_f32_part7(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
-{
-#ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
-#endif
-    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-        for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
-            int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O2, BP_LANES_F));
-            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
-                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
-                                    bp_vf shares = h*x0;
-                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0), 2, shares);
-                                }
-                                if (vend <= O2 - 1) {
-                                    if (O2 >= BP_LANES_F) {
-                                        for (int64_t v0 = -BP_LANES_F + O2, v0_end = -BP_LANES_F + O2; v0 <= v0_end; ++v0) {
-                                            bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
-                                            bp_vf shares = h*x0;
-                                            bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0), 2, shares);
-                                        }
-                                    } else {
-                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                            int64_t lanes = bp_lane_mask_f(0, O2 - v0 - 1);
-                                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
-                                            bp_vf shares = h*x0;
-                                            bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0), 2, lanes, shares);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-#endif
-
-#if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -27020,7 +26762,7 @@ static void bpgen_avg_pool3d_backward_f32_part9(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -27139,7 +26881,7 @@ static void bpgen_avg_pool3d_backward_f32_part10(float *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -27258,7 +27000,7 @@ static void bpgen_avg_pool3d_backward_f32_part11(float *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part12(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -27377,7 +27119,7 @@ static void bpgen_avg_pool3d_backward_f32_part12(float *restrict grad_input, con
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part13(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part12(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -27511,7 +27253,7 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
 #endif
     } else {
 #ifdef BP_VECTOR
-        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1 && K2 == S2 && P2 == 0 && K2 + O2*S2 - P2 - S2 == H2 && S2 == 2 && K2 - 1 == 1) {
+        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1 && K2 == S2 && P2 == 0 && K2 + O2*S2 - P2 - S2 == H2 && S2 == 2) {
 #ifdef _OPENMP
             if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                 #pragma omp parallel
@@ -27536,64 +27278,51 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
                     bpgen_avg_pool3d_backward_f32_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
                 } else {
-                    if (S2 == 2) {
 #ifdef _OPENMP
-                        if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
-                        } else {
-                            bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
-#endif
+                    if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                     } else {
-#ifdef _OPENMP
-                        if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
-                        } else {
-                            bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
-#endif
+                        bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                     }
+#else
+                    bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+#endif
                 }
             } else {
                 if (S2 == 1) {
 #ifdef _OPENMP
                     if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
 #endif
                 } else {
                     if (S2 == 2) {
 #ifdef _OPENMP
                         if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                            bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                            bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
 #endif
                     } else {
 #ifdef _OPENMP
                         if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool3d_backward_f32_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                            bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool3d_backward_f32_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                            bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool3d_backward_f32_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
 #endif
                     }
                 }
@@ -27603,12 +27332,12 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
         if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool3d_backward_f32_part13(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+            bpgen_avg_pool3d_backward_f32_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool3d_backward_f32_part13(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+            bpgen_avg_pool3d_backward_f32_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool3d_backward_f32_part13(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+        bpgen_avg_pool3d_backward_f32_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
 #endif
 #endif
     }
@@ -30383,53 +30112,7 @@ static void bpgen_avg_pool3d_backward_f64_part7(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
-{
-#ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
-#endif
-    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-        for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
-            int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O2, BP_LANES_D));
-            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
-                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
-                                    bp_vd shares = h*x0;
-                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0), 2, shares);
-                                }
-                                if (vend <= O2 - 1) {
-                                    if (O2 >= BP_LANES_D) {
-                                        for (int64_t v0 = -BP_LANES_D + O2, v0_end = -BP_LANES_D + O2; v0 <= v0_end; ++v0) {
-                                            bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
-                                            bp_vd shares = h*x0;
-                                            bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0), 2, shares);
-                                        }
-                                    } else {
-                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                            int64_t lanes = bp_lane_mask_d(0, O2 - v0 - 1);
-                                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
-                                            bp_vd shares = h*x0;
-                                            bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0), 2, lanes, shares);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-#endif
-
-#if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -30475,7 +30158,7 @@ static void bpgen_avg_pool3d_backward_f64_part9(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -30594,7 +30277,7 @@ static void bpgen_avg_pool3d_backward_f64_part10(double *restrict grad_input, co
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -30713,7 +30396,7 @@ static void bpgen_avg_pool3d_backward_f64_part11(double *restrict grad_input, co
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part12(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -30832,7 +30515,7 @@ static void bpgen_avg_pool3d_backward_f64_part12(double *restrict grad_input, co
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part13(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part12(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -30966,7 +30649,7 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
 #endif
     } else {
 #ifdef BP_VECTOR
-        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1 && K2 == S2 && P2 == 0 && K2 + O2*S2 - P2 - S2 == H2 && S2 == 2 && K2 - 1 == 1) {
+        if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1 && K2 == S2 && P2 == 0 && K2 + O2*S2 - P2 - S2 == H2 && S2 == 2) {
 #ifdef _OPENMP
             if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                 #pragma omp parallel
@@ -30991,64 +30674,51 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
                     bpgen_avg_pool3d_backward_f64_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
                 } else {
-                    if (S2 == 2) {
 #ifdef _OPENMP
-                        if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
-                        } else {
-                            bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
-#endif
+                    if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                     } else {
-#ifdef _OPENMP
-                        if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
-                            #pragma omp parallel
-                            bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
-                        } else {
-                            bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
-                        }
-#else
-                        bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
-#endif
+                        bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                     }
+#else
+                    bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+#endif
                 }
             } else {
                 if (S2 == 1) {
 #ifdef _OPENMP
                     if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
 #endif
                 } else {
                     if (S2 == 2) {
 #ifdef _OPENMP
                         if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                            bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                            bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
 #endif
                     } else {
 #ifdef _OPENMP
                         if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                             #pragma omp parallel
-                            bpgen_avg_pool3d_backward_f64_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                            bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
                         } else {
-                            bpgen_avg_pool3d_backward_f64_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                            bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
                         }
 #else
-                        bpgen_avg_pool3d_backward_f64_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
 #endif
                     }
                 }
@@ -31058,12 +30728,12 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
         if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool3d_backward_f64_part13(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+            bpgen_avg_pool3d_backward_f64_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool3d_backward_f64_part13(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+            bpgen_avg_pool3d_backward_f64_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool3d_backward_f64_part13(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+        bpgen_avg_pool3d_backward_f64_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
 #endif
 #endif
     }

@@ -417,8 +417,8 @@ def test_padded_rows_leave_no_chunk_guarded(name):
 
 @pytest.mark.parametrize('dims', [1, 2, 3])
 def test_tiling_average_backward_stores_the_two_taps_of_stride_2_interleaved(dims):
-    """Windows that tile the input with stride 2 along the vector: a variant under S == 2 (and the tap's
-    range [0, 1]) stores each chunk's share for both taps of that axis in one interleaved pair (VStorePair):
+    """Windows that tile the input with stride 2 along the vector: a variant under S == 2 (the cover makes
+    the tap's range as long as S) stores each chunk's share for both taps of that axis in one pair (VStorePair):
     no loop over that tap around it, no stride-2 store but in the partial chunks (each tap's own, masked)."""
     from codegen.ir import Branch, Loop, VStore, VStorePair, walk
     from codegen.spec import rule
