@@ -255,6 +255,24 @@ def substitute(nodes: tuple, mapping: dict) -> tuple:
     return sub(nodes)
 
 
+def renamed(nodes: tuple, suffix: str) -> tuple:
+    """The nodes with every variable they declare or loop over renamed ``name + suffix``: two copies of
+    one code can then share a scope (and the bounds hoist_invariants names after their loops differ)."""
+    names = {n.name for n in walk(nodes) if isinstance(n, Declare)} | {str(n.var) for n in walk(nodes)
+                                                                       if isinstance(n, Loop)}
+    symbols = {s for n in walk(nodes) for value in vars(n).values()
+               for e in (value if isinstance(value, tuple) else (value,)) if hasattr(e, 'free_symbols')
+               for s in e.free_symbols if s.name in names}
+    mapping = {s: Symbol(s.name + suffix, **s.assumptions0) for s in symbols}
+
+    def rename(n):
+        fields = {f: tuple(rename(c) for c in getattr(n, f)) for f in ('body', 'then', 'otherwise') if hasattr(n, f)}
+        if isinstance(n, Declare):
+            fields['name'] = n.name + suffix
+        return replace(n, **fields) if fields else n
+    return substitute(tuple(rename(n) for n in nodes), mapping)
+
+
 def fold(nodes: tuple, excluded: frozenset = frozenset()) -> tuple:
     """The nodes with each branch whose conditions a substitution decided replaced by the code it runs;
     a branch whose conditions include all of ``excluded`` (a case that cannot arise there) as well."""

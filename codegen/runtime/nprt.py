@@ -152,7 +152,11 @@ def contract(out: np.ndarray, out_labels: str, operands, accumulate: bool) -> No
 def budget(*reads) -> int:
     """Bytes a kernel reading ``reads`` may materialize at once: a quarter of the largest, at least
     WORKSPACE_FLOOR."""
-    return max(max(a.nbytes for a in reads) // 4, WORKSPACE_FLOOR)
+    return _budget(max(a.nbytes for a in reads), WORKSPACE_FLOOR)
+
+
+def _budget(largest: int, floor: int) -> int:
+    return max(largest // 4, floor)
 
 
 def spans(n: int, size: int, limit: int) -> list:
@@ -167,14 +171,22 @@ def blocks(labels: str, operands, split: str):
     """Blocks of an array with axes ``labels`` (extents read off the operands' (array, labels)): for
     each label of ``split``, (lo, hi) inclusive, the first label split first, so that a block stays
     within the budget of the operands."""
-    extents = {c: n for a, lb in operands for c, n in zip(lb, a.shape)}
-    size = math.prod(extents[c] for c in labels) * operands[0][0].itemsize
-    limit = budget(*(a for a, _ in operands))
+    shapes = tuple((a.shape, lb) for a, lb in operands)
+    return _blocks_plan(labels, shapes, operands[0][0].itemsize, split, WORKSPACE_FLOOR)
+
+
+@functools.lru_cache(maxsize=1024)
+def _blocks_plan(labels: str, shapes: tuple, itemsize: int, split: str, floor: int) -> tuple:
+    """The blocks of :func:`blocks`, kept per signature and workspace floor (a tiny kernel spent 15 us a
+    call planning them)."""
+    extents = {c: n for shape, lb in shapes for c, n in zip(lb, shape)}
+    size = math.prod(extents[c] for c in labels) * itemsize
+    limit = _budget(max(math.prod(shape) for shape, _ in shapes) * itemsize, floor)
     ranges = []
     for c in split:
         ranges.append(spans(extents[c], size, limit))
         size = size * (ranges[-1][0][1] + 1) // extents[c]
-    return itertools.product(*ranges)
+    return tuple(itertools.product(*ranges))
 
 
 def _narrowed(array, axis: int, lo: int, hi: int):

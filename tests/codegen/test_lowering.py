@@ -214,6 +214,23 @@ def test_hoisting_keeps_collapsed_loops_perfectly_nested():
     assert j_loop.body[0] == bound                                 # out of the k loop, inside the j loop
 
 
+def test_renamed_gives_a_copy_its_own_variables_and_nothing_else():
+    """Two copies of one chunk share a scope (lower_vector._paired): what a copy declares or loops over gets
+    the suffix, everywhere it is used; the parameters and arrays it reads keep their names."""
+    from codegen.ir import ArrayRef, Assign, Declare, Loop, renamed, walk
+    i, n, acc, x, a = (Symbol(s, integer=True) for s in ('i', 'N', 'acc', 'x', 'A'))
+    code = (Declare('acc', 'acc', 0),
+            Loop(i, 0, n - 1, (Declare('x', 'acc', ArrayRef(a, i)), Assign(acc, x, '+='))),
+            Assign(ArrayRef(a, n), acc))
+    copy = renamed(code, '_1')
+    assert {d.name for d in walk(copy) if isinstance(d, Declare)} == {'acc_1', 'x_1'}
+    loop, = [m for m in walk(copy) if isinstance(m, Loop)]
+    assert loop.var.name == 'i_1' and loop.upper == n - 1
+    assert loop.body[0].value == ArrayRef(a, loop.var) and loop.body[1].target.name == 'acc_1'
+    assert copy[-1] == Assign(ArrayRef(a, n), Symbol('acc_1', integer=True))
+    assert renamed(code, '_1') == copy and renamed(code, '_2') != copy
+
+
 def test_fold_takes_the_branch_a_substitution_decided():
     from sympy import Eq
     from sympy import Symbol as Sym
@@ -415,17 +432,27 @@ def test_padded_rows_leave_no_chunk_guarded(name):
         assert any(isinstance(n, Branch) and any(c.has(VLO) for c in n.conds) for n in walk(branch.otherwise))
 
 
+def _average_backward(dims):
+    """The lowered avg_pool{dims}d_backward split into its gather (one divisor, per residue: the rule's
+    variant) and its scatter form."""
+    from codegen.ir import Branch, walk
+    from codegen.spec import rule
+    average = rule(f'avg_pool{dims}d_backward')
+    (when, _), = average.variants
+    branch, = [n for n in walk(lower(average).body) if isinstance(n, Branch) and n.conds == (when,)]
+    return branch.then, branch.otherwise
+
+
 @pytest.mark.parametrize('dims', [1, 2, 3])
 def test_tiling_average_backward_stores_the_two_taps_of_stride_2_interleaved(dims):
     """Windows that tile the input with stride 2 along the vector: a variant under S == 2 (the cover makes
     the tap's range as long as S) stores each chunk's share for both taps of that axis in one pair (VStorePair):
     no loop over that tap around it, no stride-2 store but in the partial chunks (each tap's own, masked)."""
     from codegen.ir import Branch, Loop, VStore, VStorePair, walk
-    from codegen.spec import rule
-    kernel = lower(rule(f'avg_pool{dims}d_backward'))
+    _, scatter = _average_backward(dims)
     stride, tap = Symbol(f'S{dims - 1}', integer=True, positive=True), Symbol(f'm{dims - 1}', integer=True)
-    pairs = [n for n in walk(kernel.body) if isinstance(n, VStorePair)]
-    paired = [n for n in walk(kernel.body) if isinstance(n, Branch) and Eq(stride, 2) in n.conds
+    pairs = [n for n in walk(scatter) if isinstance(n, VStorePair)]
+    paired = [n for n in walk(scatter) if isinstance(n, Branch) and Eq(stride, 2) in n.conds
               and any(isinstance(m, VStorePair) for m in walk(n.then))]
     assert len(paired) == 1
     branch, = paired
@@ -434,6 +461,40 @@ def test_tiling_average_backward_stores_the_two_taps_of_stride_2_interleaved(dim
     assert all(n.stride == 2 and n.mask is not None for n in walk(branch.then) if isinstance(n, VStore))
     over_tap = [n for n in walk(branch.then) if isinstance(n, Loop) and n.var == tap]
     assert over_tap and not any(isinstance(m, VStorePair) for n in over_tap for m in walk(n.body))
+
+
+@pytest.mark.parametrize('dims', [1, 2, 3])
+def test_residue_gather_stores_both_residues_of_stride_2_interleaved(dims):
+    """The gather per residue (codegen.split) at stride 2 along the vector: under S == 2 the rows of both
+    residues run at once, each chunk storing residue 0's values at the even and residue 1's at the odd
+    elements in one VStorePair (its own values for each: a residue's taps differ); the residue loop that
+    follows stores masked chunks only (an odd width's last position), the rows shorter than a vector
+    aside; only the stride-2 copies have pairs.  The vector rows run in memory order: each quotient loop
+    encloses its residue's."""
+    from codegen.ir import Branch, Loop, VStore, VStorePair, walk
+    from codegen.lower_vector import LANES, PEND, V0
+    gather, _ = _average_backward(dims)
+    stride = Symbol(f'S{dims - 1}', integer=True, positive=True)
+    residue = Symbol(f'i{dims - 1}r', integer=True)
+    paired = [n for n in walk(gather) if isinstance(n, Branch) and n.conds == (Eq(stride, 2),)]
+    assert paired and all(any(isinstance(m, VStorePair) for m in walk(n.then)) for n in paired)
+    pairs = [n for n in walk(gather) if isinstance(n, VStorePair)]
+    assert pairs == [m for n in paired for m in walk(n.then) if isinstance(m, VStorePair)]
+    assert all(n.first != n.second and n.flat.coeff(V0) == 2 and residue not in n.flat.free_symbols for n in pairs)
+    rows = [n for n in walk(gather) if isinstance(n, Branch) and n.conds == (PEND >= LANES,)]
+    assert rows and pairs == [m for n in rows for m in walk(n.then) if isinstance(m, VStorePair)]
+    for branch in rows:
+        left = [n for n in walk(branch.then) if isinstance(n, Loop) and n.var == residue]
+        assert left and all(m.mask is not None for n in left for m in walk(n.body) if isinstance(m, VStore))
+        assert any(isinstance(n, Loop) and n.var == residue for n in branch.otherwise)
+    def vector(n):
+        return any(isinstance(m, (VStore, VStorePair)) for m in walk(n.body))
+    for d in range(dims - 1):   # the other axes' rows in memory order
+        q, r = Symbol(f'i{d}q', integer=True), Symbol(f'i{d}r', integer=True)
+        outer = [n for n in walk(gather) if isinstance(n, Loop) and n.var == q and vector(n)]
+        assert outer and all(any(isinstance(m, Loop) and m.var == r for m in walk(n.body)) for n in outer)
+        assert not any(isinstance(m, Loop) and m.var == q and vector(m) for n in walk(gather)
+                       if isinstance(n, Loop) and n.var == r for m in walk(n.body))
 
 
 def test_lane_free_factor_is_exact_where_its_condition_holds():

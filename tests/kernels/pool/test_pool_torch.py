@@ -338,13 +338,19 @@ def one_divisor(size, kernel, stride, padding, ceil_mode, count_include_pad, div
     ((1, 2, 9, 45), 2, 2, 0, False, False, None, True), ((1, 2, 7, 50), 4, 3, 2, True, False, 5, True),
     ((2, 2, 9, 63), 3, 2, 1, True, True, None, True), ((1, 2, 8, 64), 3, 2, 1, True, True, None, False),
     ((1, 2, 9, 56), 3, 2, 1, False, False, None, False), ((2, 3, 37), 3, 2, 1, False, True, None, True),
-    ((1, 2, 5, 6, 40), 3, 2, 1, False, True, None, True), ((1, 2, 4, 6, 35), 2, 2, 0, False, False, 3, True)])
+    ((1, 2, 5, 6, 40), 3, 2, 1, False, True, None, True), ((1, 2, 4, 6, 35), 2, 2, 0, False, False, 3, True),
+    ((1, 9, 5, 61), 5, 2, 1, False, True, None, True), ((2, 9, 6, 13), 3, 2, 1, False, True, None, True),
+    ((1, 2, 5, 32), 3, 2, 1, False, True, None, True), ((1, 3, 3, 4, 21), 3, 2, 1, False, True, None, True)])
 def test_avg_pool_backward_with_one_divisor_matches_torch(backend, dtype, size, kernel, stride, padding, ceil_mode,
                                                          count_include_pad, divisor_override, uniform):
     """Sizes where every window has the same divisor (the C backward's gather per residue of the stride:
     pool.avg-uniform) and, for contrast, where it has not (ceil_mode's partial last window, padding not
     counted: the scatter form): strides 1-3, odd and even widths (residues of different lengths), rows
-    past a vector, 1-3 d, a divisor override, 9 and 10 channels (a block of 8 planes and the rest)."""
+    past a vector, 1-3 d, a divisor override, 9 and 10 channels (a block of 8 planes and the rest).  At
+    stride 2 along the rows both residues' chunks store interleaved (lower_vector._residue_pairs): rows
+    whose first chunk is outside the interior (5 taps, padding 1), rows too short for a pair in float32
+    but not in float64 (7 and 6 positions), rows of whole vectors (16 positions), an odd width's last
+    position (residue 0 only)."""
     assert one_divisor(size, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override) == uniform
     rng = np.random.default_rng(sum(size) + kernel * 7 + stride)
     x = rng.standard_normal(size).astype(dtype)
