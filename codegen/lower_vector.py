@@ -867,7 +867,6 @@ def _tile(rule, tile, sizes, steps, pair=None) -> tuple:
             return (Declare(V0.name, 'index', start),) + chunk(single, row, LaneMask(S.Zero, size - 1 - V0))
         tail = None if tile.channels is None else masked(LANES * FloorDiv(size, LANES))
         plain = (chunk(single, None), None if own is None else chunk(single, own))
-
         chunks = (() if tile.padded else bounds) + _free_chunks(tile, size, plain, several, masked(S.Zero), tail)
         if pair is not None:
             return _residue_pairs(rule, tile, sizes, pair, plain, masked, chunks)
