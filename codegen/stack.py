@@ -18,7 +18,7 @@ takes at most its team's size times it.
 """
 from __future__ import annotations
 
-from sympy import And, Max, Not, Piecewise, Poly, S, Symbol
+from sympy import And, Max, Not, Or, Piecewise, Poly, S, Symbol
 
 from .ir import Assign, Branch, Declare, IfDef, Loop, mentions
 
@@ -86,13 +86,30 @@ def _largest(e, var, lo, hi):
         return e
     if (hi - lo).expand() == 0:
         return e.xreplace({var: lo})
-    if isinstance(e, Piecewise):   # conditions that read the variable: the larger arm
-        return Max(*[_largest(arm, var, lo, hi) for arm, _ in e.args])
+    if isinstance(e, Piecewise):   # conditions that read the variable: the larger arm that can be taken
+        return Max(*[_reachable(_largest(arm, var, lo, hi), cond, var, lo, hi) for arm, cond in e.args])
     if isinstance(e, Max) or e.is_Add and e.has(Max, Piecewise):
         return e.func(*[_largest(a, var, lo, hi) for a in e.args])
     if not e.has(Max, Piecewise) and Poly(e, var).degree() <= 1:
         return Max(e.xreplace({var: lo}), e.xreplace({var: hi}))
     raise ValueError(f'no bound of {e} over {var} in [{lo}, {hi}]: not affine in it')
+
+
+def _reachable(bound, cond, var, lo, hi):
+    """``bound``, or 0 where ``cond`` holds for no var in [lo, hi]: an inequality affine in var holds
+    somewhere in the range only if it holds at one of the range's ends, so a conjunction can hold only
+    where each such conjunct does at an end (a register block's full tile, c_b + 8 <= C, runs only if
+    8 <= C: tiny's weight gradient parks 1 accumulator per tap, not the 16 of the full block).  Other
+    conjuncts that read var are not tested: the bound stays an upper bound."""
+    tests = []
+    for c in (cond.args if isinstance(cond, And) else (cond,)):
+        if not S(c).has(var):
+            tests.append(c)
+        elif (c.is_Relational and c.rel_op in ('<', '<=', '>', '>=') and (c.lhs - c.rhs).is_polynomial(var)
+              and Poly(c.lhs - c.rhs, var).degree() <= 1):
+            tests.append(Or(c.xreplace({var: lo}), c.xreplace({var: hi})))
+    test = And(*tests)
+    return bound if test is S.true else Piecewise((bound, test), (S.Zero, True))
 
 
 __all__ = ['LANES', 'STACK', 'stack_nodes']

@@ -1,6 +1,6 @@
 """codegen/stack.py: the bound of the stack arrays a kernel's thread holds, read off its loop nest."""
 import pytest
-from sympy import Max, Piecewise, Symbol, symbols
+from sympy import Max, Or, Piecewise, Symbol, symbols
 
 from codegen.ir import Assign, Branch, Declare, IfDef, Loop
 from codegen.stack import LANES, STACK, stack_nodes
@@ -30,10 +30,27 @@ def test_arrays_of_one_block_add_up_and_sequential_blocks_take_the_larger():
     assert bound_of([block, later]) == Max(STACK, n + 3 * LANES + m, 2 * n)
 
 
-def test_a_branch_keeps_its_condition_where_its_loops_fix_the_variables_else_counts_its_larger_arm():
+def test_a_branch_keeps_its_condition_where_its_loops_fix_the_variables_else_tests_it_at_the_range_ends():
     arms = (Branch((i + n <= 100,), (Declare('pad', 'buf', n),), ()),)
     fixed = bound_of([Loop(i, 0, 0, arms)])
     assert fixed == Max(STACK, Piecewise((n, n <= 100), (0, True)))
+    ranged = bound_of([Loop(i, 0, n - 1, arms)])
+    assert ranged == Max(STACK, Piecewise((n, Or(n <= 100, 2 * n - 1 <= 100)), (0, True)))
+    assert ranged.subs({STACK: 0, n: 101}) == 0 and ranged.subs({STACK: 0, n: 50}) == 50
+
+
+def test_a_register_blocks_full_tile_counts_only_where_the_size_holds_a_block():
+    """c_b + 8 <= C over c_b = 0, 8, ...: the full tile's 8 slots only where C >= 8, the single tile's 1 slot
+    always (a conv weight gradient of one channel parks 1 accumulator a tap, not a block's)."""
+    c = Symbol('c_b', integer=True)
+    full, single = (Declare('parked', 'vbuf', 8 * m),), (Declare('parked', 'vbuf', m),)
+    nest = Loop(c, 0, n - 1, (Branch((c + 8 <= n,), full, single),), 8)
+    bound = bound_of([nest])
+    assert bound.subs({STACK: 0, n: 1, m: 9}) == 9 * LANES and bound.subs({STACK: 0, n: 8, m: 9}) == 72 * LANES
+
+
+def test_a_condition_not_affine_in_the_variable_counts_its_arm():
+    arms = (Branch((i * i + n <= 100,), (Declare('pad', 'buf', n),), ()),)
     assert bound_of([Loop(i, 0, n - 1, arms)]) == Max(STACK, n)
 
 
