@@ -125,15 +125,19 @@ class Case:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     """How to sample: at most ``repeat`` samples of at least ``sample_s`` each, fewer (not below
-    ``min_samples``) when an implementation's samples would exceed ``budget_s`` per case."""
+    ``min_samples``) when an implementation's samples would exceed ``budget_s`` per case; with several
+    threads, each sample after waiting up to ``settle_s`` for the process's other threads to go idle
+    (settle)."""
     repeat: int
     budget_s: float
     min_samples: int
     sample_s: float
+    settle_s: float = 0.0
 
 
-FULL_PLAN = Plan(repeat=10, budget_s=3.0, min_samples=3, sample_s=5e-3)
-QUICK_PLAN = Plan(repeat=3, budget_s=0.25, min_samples=1, sample_s=2e-3)
+FULL_PLAN = Plan(repeat=10, budget_s=3.0, min_samples=3, sample_s=5e-3, settle_s=0.015)
+QUICK_PLAN = Plan(repeat=3, budget_s=0.25, min_samples=1, sample_s=2e-3, settle_s=0.015)
+SETTLE_STEP_S = 1e-3   # settle's polling interval
 
 
 # ----------------------------------------------------------------------------- NumPy reference (a yardstick)
@@ -447,14 +451,32 @@ def warm_up(trials: list, plan: Plan) -> None:
         t.wanted = max(plan.min_samples, min(plan.repeat, affordable))
 
 
-def sample(trials: list, plan: Plan) -> None:
-    """Round-robin over the trials, the order rotated each round, until each has its samples."""
+def settle(limit_s: float) -> None:
+    """Wait, at most ``limit_s``, until no other thread of this process uses the CPU.
+
+    An OpenMP runtime's workers spin after each parallel region (~8 ms by libgomp's default GOMP_SPINCOUNT,
+    Zen 4; the generated C and torch each bring one), so a 2-thread sample of another implementation taken
+    at once runs on one free core: NumPy rows measured 2-5x slower, their IQR up to 160 %.  OpenBLAS's
+    workers go on for ~100 ms after a call, but yielding: the limit does not wait for them."""
+    deadline = time.perf_counter() + limit_s
+    while time.perf_counter() < deadline:
+        cpu = time.process_time()
+        time.sleep(SETTLE_STEP_S)
+        if time.process_time() - cpu < SETTLE_STEP_S / 4:
+            return
+
+
+def sample(trials: list, plan: Plan, threads: int = 1) -> None:
+    """Round-robin over the trials, the order rotated each round, until each has its samples (with
+    several ``threads``, each after settle)."""
     active = [t for t in trials if t.status == 'OK']
     warm_up(active, plan)
     for round_ in range(max((t.wanted for t in active), default=0)):
         shift = round_ % len(active)
         for t in active[shift:] + active[:shift]:
             if len(t.samples) < t.wanted:
+                if threads > 1:
+                    settle(plan.settle_s)
                 per_call, count = timed_for(t.call, plan.sample_s)
                 t.samples.append(per_call)
                 t.calls.append(count)
@@ -507,7 +529,7 @@ def measure_ceilings(dtypes, threads: int, plan: Plan, rng: np.random.Generator)
         trials = ceiling_trials(dtypes, threads, pool, rng)
         for t in trials:
             t.per_call_s = timed_for(t.call, 0.0)[0]
-        sample(trials, plan)
+        sample(trials, plan, threads)
     return [dict(name=t.impl, threads=threads, samples_s=t.samples, calls=t.calls,
                  median_s=float(np.median(t.samples)),
                  rate=CEILING_WORK[t.impl] / float(np.median(t.samples)) / 1e9,
@@ -533,7 +555,7 @@ def run_case(case: Case, backends: dict, impls: list, plan: Plan, rng: np.random
     for t in trials:
         check(t, truth, case.dtype)
     before = cpu_snapshot()
-    sample(trials, plan)
+    sample(trials, plan, case.threads)
     rows = case_rows(case, trials, work(case, arrays), ceilings)
     others = others_busy(before, cpu_snapshot())
     return [dict(row, others_cpu_percent=others) for row in rows]
@@ -751,7 +773,7 @@ def settings(args) -> tuple:
     """(plan, dtypes, threads) from the options, --quick choosing the defaults not given."""
     plan = QUICK_PLAN if args.quick else FULL_PLAN
     plan = Plan(args.repeat or plan.repeat, plan.budget_s if args.budget is None else args.budget,
-                min(plan.min_samples, args.repeat or plan.repeat), plan.sample_s)
+                min(plan.min_samples, args.repeat or plan.repeat), plan.sample_s, plan.settle_s)
     dtypes = args.dtypes or (['float32'] if args.quick else list(DTYPES))
     threads = args.threads or [1, 2]
     return plan, list(dict.fromkeys(dtypes)), list(dict.fromkeys(threads))

@@ -8,6 +8,8 @@ import importlib.util
 import io
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +139,36 @@ def test_sampling_is_round_robin_with_the_order_rotated_and_skips_wrong_results(
     bench.sample(trials + [slow], bench.Plan(repeat=3, budget_s=10.0, min_samples=1, sample_s=0.0))
     assert calls == ['a', 'b', 'c'] + ['a', 'b', 'c', 'slow'] + ['b', 'c', 'a'] + ['c', 'a', 'b']
     assert [len(t.samples) for t in trials + [slow]] == [3, 3, 3, 0, 1]
+
+
+def test_settle_waits_for_a_spinning_thread_and_not_otherwise():
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+    start = time.perf_counter()
+    bench.settle(1.0)
+    assert time.perf_counter() - start < 0.5   # idle: the first poll returns
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        start = time.perf_counter()
+        bench.settle(0.05)
+        assert time.perf_counter() - start >= 0.05   # a thread burning CPU: the whole limit
+    finally:
+        stop.set()
+        spinner.join()
+
+
+def test_sampling_settles_only_with_several_threads(monkeypatch):
+    settled = []
+    monkeypatch.setattr(bench, 'settle', settled.append)
+    plan = bench.Plan(repeat=2, budget_s=10.0, min_samples=1, sample_s=0.0, settle_s=0.01)
+    bench.sample([bench.Trial('a', lambda: None)], plan)
+    assert settled == []
+    bench.sample([bench.Trial('a', lambda: None), bench.Trial('b', lambda: None)], plan, threads=2)
+    assert settled == [0.01] * 4
 
 
 def test_thread_count_sets_and_restores_the_runtimes():
