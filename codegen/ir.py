@@ -48,6 +48,11 @@ class LatticeStart(Function):
     iteration of a loop whose divisibility condition became its step."""
 
 
+class InRange(Function):
+    """0 <= x < n for integers x and n >= 0 (in C one unsigned comparison: a scatter's check of each
+    target read from data, pool3 max backward 0.362 -> 0.332 ms against its two signed ones)."""
+
+
 class IGcd(Function):
     """gcd(|a|, |b|) of integers at run time."""
 

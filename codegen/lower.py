@@ -26,7 +26,7 @@ from sympy import (Add, Eq, Expr, Function, Indexed, KroneckerDelta, Mod, Mul, S
 
 from derive.zsum import multiple_of, canon, implied, normalize
 
-from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, IfDef, IGcd, Kernel,
+from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, IfDef, IGcd, InRange, Kernel,
                  LatticeStart, Loop, SelectMax, hoist_invariants, substitute)
 from .spec import KernelRule
 
@@ -139,7 +139,7 @@ def _scatter_nodes(rule: KernelRule, steps: dict) -> tuple[tuple, tuple]:
             continue
         name = Symbol(f'target{k}', integer=True)
         leaf.append(Declare(name.name, 'index', _replace_arrays(rule, where)))
-        checks += [name >= 0, extent - 1 - name >= 0]
+        checks += [InRange(name, extent)] if _in_bounds(extent, facts) else [name >= 0, extent - 1 - name >= 0]
         names.append(f'{_tensors(rule)[next(iter(where.atoms(Indexed))).base].name} lies outside [0, {extent})')
         at.append(name)
     value = term.body / Mul(*[f for f in Mul.make_args(term.body) if isinstance(f, KroneckerDelta)])

@@ -155,6 +155,10 @@ class CPrinter(IndexPrinting, C99CodePrinter):
     def _print_Present(self, expr):
         return f'({self._print(expr.args[0])} != NULL)'
 
+    def _print_InRange(self, expr):
+        x, n = (self._print(a) for a in expr.args)
+        return f'((uint64_t)({x}) < (uint64_t)({n}))'
+
     def _print_Infinity(self, expr):
         return 'INFINITY'
 

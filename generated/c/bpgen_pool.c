@@ -1602,7 +1602,7 @@ int bpgen_max_pool1d_backward_f32(float *restrict grad_input, const int64_t *res
             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 float share = grad_output[O0*(C*n_ + c_) + o0];
                 int64_t target0 = indices[O0*(C*n_ + c_) + o0];
-                if (target0 >= 0 && H0 - target0 - 1 >= 0) {
+                if (((uint64_t)(target0) < (uint64_t)(H0))) {
                     grad_input[H0*(C*n_ + c_) + target0] += share;
                 } else {
                     invalid = 1;
@@ -1645,7 +1645,7 @@ int bpgen_max_pool1d_backward_f64(double *restrict grad_input, const int64_t *re
             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 double share = grad_output[O0*(C*n_ + c_) + o0];
                 int64_t target0 = indices[O0*(C*n_ + c_) + o0];
-                if (target0 >= 0 && H0 - target0 - 1 >= 0) {
+                if (((uint64_t)(target0) < (uint64_t)(H0))) {
                     grad_input[H0*(C*n_ + c_) + target0] += share;
                 } else {
                     invalid = 1;
@@ -11757,7 +11757,7 @@ int bpgen_max_pool2d_backward_f32(float *restrict grad_input, const int64_t *res
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1];
                     int64_t target0 = indices[O1*(O0*(C*n_ + c_) + o0) + o1];
-                    if (target0 >= 0 && H0*H1 - target0 - 1 >= 0) {
+                    if (((uint64_t)(target0) < (uint64_t)(H0*H1))) {
                         grad_input[H0*H1*(C*n_ + c_) + target0] += share;
                     } else {
                         invalid = 1;
@@ -11806,7 +11806,7 @@ int bpgen_max_pool2d_backward_f64(double *restrict grad_input, const int64_t *re
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1];
                     int64_t target0 = indices[O1*(O0*(C*n_ + c_) + o0) + o1];
-                    if (target0 >= 0 && H0*H1 - target0 - 1 >= 0) {
+                    if (((uint64_t)(target0) < (uint64_t)(H0*H1))) {
                         grad_input[H0*H1*(C*n_ + c_) + target0] += share;
                     } else {
                         invalid = 1;
@@ -23352,7 +23352,7 @@ int bpgen_max_pool3d_backward_f32(float *restrict grad_input, const int64_t *res
                     for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2];
                         int64_t target0 = indices[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2];
-                        if (target0 >= 0 && H0*H1*H2 - target0 - 1 >= 0) {
+                        if (((uint64_t)(target0) < (uint64_t)(H0*H1*H2))) {
                             grad_input[H0*H1*H2*(C*n_ + c_) + target0] += share;
                         } else {
                             invalid = 1;
@@ -23407,7 +23407,7 @@ int bpgen_max_pool3d_backward_f64(double *restrict grad_input, const int64_t *re
                     for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2];
                         int64_t target0 = indices[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2];
-                        if (target0 >= 0 && H0*H1*H2 - target0 - 1 >= 0) {
+                        if (((uint64_t)(target0) < (uint64_t)(H0*H1*H2))) {
                             grad_input[H0*H1*H2*(C*n_ + c_) + target0] += share;
                         } else {
                             invalid = 1;

@@ -317,9 +317,18 @@ def test_set_num_threads_refuses_non_positive_and_non_int(threads):
     assert KC.get_num_threads() == before
 
 
-def test_max_pool_backward_refuses_indices_outside_the_plane(backend):
+@pytest.mark.parametrize('bad', [-1, 16, 2 ** 62, -2 ** 63])
+def test_max_pool_backward_refuses_indices_outside_the_plane(backend, bad):
+    """Each side of [0, plane) alone (the C check is one unsigned comparison), and values whose unsigned
+    forms are huge; the plane's first and last positions pass."""
     g, x = np.ones((1, 1, 2)), np.zeros((1, 1, 4))
     message = raised(backend, lambda K: K.max_pool1d_backward(g, x, 2, indices=np.array([[[9, -5]]])), ValueError)
+    assert 'indices' in message
+    g, x, indices = np.ones((1, 2, 2, 2)), np.zeros((1, 2, 4, 4)), np.array([[[[0, 3], [12, 15]]] * 2])
+    grad = backend.max_pool2d_backward(g, x, 2, indices=indices)
+    assert grad.sum() == 8.0 and grad[0, :, 0, 0].tolist() == grad[0, :, 3, 3].tolist() == [1.0, 1.0]
+    indices[0, 1, 1, 0] = bad
+    message = raised(backend, lambda K: K.max_pool2d_backward(g, x, 2, indices=indices), ValueError)
     assert 'indices' in message
 
 
