@@ -66,6 +66,21 @@ def _size(name: str) -> str:
     return f"sizes['{name}']"
 
 
+class _SizesPrinter(NumpyPrinter):
+    """Python over a kernel's mapping of sizes (a bound function's failure messages)."""
+
+    def _print_Symbol(self, expr):
+        return _size(expr.name)
+
+
+def _failures(messages: dict) -> str:
+    """The C kernel's failure statuses -> their messages with the sizes of the call (Python source)."""
+    p = _SizesPrinter()
+    items = (f'{code}: {what!r}.format({", ".join(p.doprint(s) for s in sizes)})'
+             for code, (what, sizes) in messages.items())
+    return '{' + ', '.join(items) + '}'
+
+
 def _unpack(params) -> str:
     """The kernel's sizes and scalar parameters as locals (a mapping's subscripts cost less than keywords)."""
     return f"{', '.join(params)} = {', '.join(_size(p) for p in params)}"
@@ -104,7 +119,7 @@ def binding_file(rules) -> str:
         packed = not r.real_params   # a real parameter among the sizes: the kernel itself, every argument converted
         view = dict(name=r.name, signature=', '.join(kernel.arrays), first=kernel.arrays[0],
                     call=_pointers(r, kernel.arrays, False), call_copies=_pointers(r, kernel.arrays, True),
-                    keywords=', '.join(f'{a}={a}' for a in kernel.arrays), failures=repr(k32['failure_messages']),
+                    keywords=', '.join(f'{a}={a}' for a in kernel.arrays), failures=_failures(k32['failure_messages']),
                     sizes=f'new_sizes([{", ".join(sizes)}]),' if packed else ''.join(f'{s}, ' for s in sizes).rstrip())
         for suffix, k in (('f32', k32), ('f64', k64)):
             symbol, prototype, wrapper = (_packed(k, kernel.arrays, len(sizes)) if packed else

@@ -244,7 +244,8 @@ class Kernel:
     params: tuple        # integer size / parameter symbols, in signature order
     checks: tuple        # expressions e on the params; the kernel verifies e >= 0 first
     body: tuple
-    failures: tuple = ()  # (flag, what it means): a flag the body sets on bad data, reported after the run
+    failures: tuple = ()  # (flag, what it means, sizes): a flag the body sets on bad data, reported after the
+    #                       run; ``what`` a str.format template whose fields {0}, {1}... are those size expressions
 
 
 def substitute(nodes: tuple, mapping: dict) -> tuple:

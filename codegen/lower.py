@@ -129,7 +129,7 @@ def _scatter_nodes(rule: KernelRule, steps: dict) -> tuple[tuple, tuple]:
     first = rule.outputs[0]
     outer = rule.index[:len(rule.index) - len(targets)]
     facts = tuple(term.conds) + tuple(rule.hyps)
-    at, checks, names, leaf = list(outer), [], [], []
+    at, checks, names, extents, leaf = list(outer), [], [], [], []
     for k, (var, where) in enumerate(targets):
         extent = first.shape[rule.index.index(var)]
         if not where.atoms(Indexed):
@@ -140,7 +140,9 @@ def _scatter_nodes(rule: KernelRule, steps: dict) -> tuple[tuple, tuple]:
         name = Symbol(f'target{k}', integer=True)
         leaf.append(Declare(name.name, 'index', _replace_arrays(rule, where)))
         checks += [InRange(name, extent)] if _in_bounds(extent, facts) else [name >= 0, extent - 1 - name >= 0]
-        names.append(f'{_tensors(rule)[next(iter(where.atoms(Indexed))).base].name} lies outside [0, {extent})')
+        data = _tensors(rule)[next(iter(where.atoms(Indexed))).base].name
+        names.append(f'{data} lies outside [0, {{{len(extents)}}})')   # a field: the message shows the size
+        extents.append(extent)
         at.append(name)
     value = term.body / Mul(*[f for f in Mul.make_args(term.body) if isinstance(f, KroneckerDelta)])
     add = (Assign(access(first, at), Symbol(SHARE), '+='),)
@@ -166,7 +168,7 @@ def _scatter_nodes(rule: KernelRule, steps: dict) -> tuple[tuple, tuple]:
         return (IfDef('BP_VECTOR', fast, blocks),), ()
     blocks = (replace(blocks[0], flags=(INVALID,)),) + blocks[1:]
     what = 'an element of ' + ' or '.join(names)
-    return (Declare(INVALID, 'index', S.Zero), *blocks), ((INVALID, what),)
+    return (Declare(INVALID, 'index', S.Zero), *blocks), ((INVALID, what, tuple(extents)),)
 
 
 def parallel(body: tuple) -> tuple:

@@ -216,8 +216,9 @@ def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
     checks = [f'{printer.doprint(c)} >= 0' for c in kernel.checks]
     outs = ', '.join(n for n, _ in kernel.outputs)
     ins = ', '.join(n + (' (may be NULL)' if opt else '') for n, _, opt in kernel.inputs)
-    codes = [(flag, len(checks) + 1 + i, what) for i, (flag, what) in enumerate(kernel.failures)]
-    failure_text = '; '.join(f'returns {code} after the run if {what}' for _, code, what in codes)
+    codes = [(flag, len(checks) + 1 + i, what, sizes) for i, (flag, what, sizes) in enumerate(kernel.failures)]
+    failure_text = '; '.join(f'returns {code} after the run if {what.format(*map(printer.doprint, sizes))}'
+                             for _, code, what, sizes in codes)
     symbol, parts, parameters = c_symbol(rule.name, dtype), [], c_parameters(kernel, rule, dtype)
     body = outlined(printed_nodes(kernel.body, printer, real), symbol, parts, parameters)
     sizes = [p.name for p in kernel.params if p not in rule.real_params]
@@ -227,8 +228,8 @@ def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
                      unused=[identifier(s) for s in sizes if identifier(s) not in _identifiers(checks)])
     return dict(symbol=symbol, real=real, signature=', '.join(parameters.values()), parameters=parameters,
                 parts=parts, workspace=workspace, checks=checks, check_text='; '.join(checks),
-                failures=[(flag, code) for flag, code, _ in codes], failure_text=failure_text,
-                failure_messages={code: what for _, code, what in codes}, body=body,
+                failures=[(flag, code) for flag, code, _, _ in codes], failure_text=failure_text,
+                failure_messages={code: (what, sizes) for _, code, what, sizes in codes}, body=body,
                 doc=f'{rule.name}, {real}: {outs} from {ins}. Rule: {rule.source}.')
 
 
