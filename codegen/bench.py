@@ -772,8 +772,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings(args) -> tuple:
     """(plan, dtypes, threads) from the options, --quick choosing the defaults not given."""
     plan = QUICK_PLAN if args.quick else FULL_PLAN
-    plan = Plan(args.repeat or plan.repeat, plan.budget_s if args.budget is None else args.budget,
-                min(plan.min_samples, args.repeat or plan.repeat), plan.sample_s, plan.settle_s)
+    plan = dataclasses.replace(plan, repeat=args.repeat or plan.repeat,
+                               budget_s=plan.budget_s if args.budget is None else args.budget,
+                               min_samples=min(plan.min_samples, args.repeat or plan.repeat))
     dtypes = args.dtypes or (['float32'] if args.quick else list(DTYPES))
     threads = args.threads or [1, 2]
     return plan, list(dict.fromkeys(dtypes)), list(dict.fromkeys(threads))
