@@ -22,7 +22,8 @@ Work per call: convolution passes count 2*N*K*(C/groups)*kh*kw*Ho*Wo flops;
 the bias gradient and pooling count the bytes they must read and write.
 A row whose result disagrees with the oracle is marked WRONG and gets no speed.
 Extra memory (column extra KiB): the peak NumPy allocation during the checked
-call minus its result, by tracemalloc, for generated.numpy and the reference;
+call minus its result, by tracemalloc, for generated.numpy (started without the
+buffers it keeps across calls, so they count) and the reference;
 for the C kernels, which allocate only stack arrays, the threads times the
 bytes one thread holds at most (each kernel's _workspace function, for the
 sizes the call prepares); torch's is not visible.
@@ -407,6 +408,8 @@ def first_call(trial: Trial, traced: bool) -> tuple:
         result = as_arrays(trial.call())
         trial.per_call_s = time.perf_counter() - start
         return result, 0
+    if trial.impl == 'numpy':   # its temporaries' buffers, kept from the last call, would hide them
+        importlib.import_module('generated.numpy._runtime').release_scratch()
     tracemalloc.start()
     try:
         start = time.perf_counter()

@@ -1,7 +1,9 @@
-"""The NumPy kernels' workspace: windows materialized in parts, col2im in blocks (generated/numpy/_runtime.py).
+"""The NumPy kernels' workspace: windows materialized in parts, col2im in blocks, temporaries in per-thread
+buffers kept across calls (generated/numpy/_runtime.py).
 
-Splitting must not change a result (every part boundary, windows that read only padding), and the extra
-memory of a call must stay below its input."""
+Splitting must not change a result (every part boundary, windows that read only padding), nor may a kept
+buffer's stale contents, and the extra memory of a call must stay below its input."""
+import threading
 import tracemalloc
 
 import numpy as np
@@ -92,7 +94,62 @@ def test_max_pool_backward_in_blocks_of_planes_equals_one_bincount(runtime, monk
     assert_close(K.max_pool2d_backward(g, x, 3, 2, 1, indices=idx), whole)
 
 
+@pytest.mark.parametrize('order,shape', [
+    ((0, 1, 2, 3), (6, 20)), ((0, 1, 2, 3), (2, 60)), ((1, 0, 2, 3), (3, 2, 20)), ((0, 1, 3, 2), (6, 20)),
+    ((2, 3, 0, 1), (20, 6)), ((0, 2, 1, 3), (2, 12, 5)), ((3, 2, 1, 0), (120,)), ((0, 1, 2, 3), (1, 6, 1, 20)),
+])
+def test_merged_axes_are_a_view_when_the_strides_allow_else_a_copy(runtime, order, shape):
+    array = np.arange(120.0).reshape(2, 3, 4, 5).transpose(order)
+    merged = runtime._merged(array, shape, 'left')
+    np.testing.assert_array_equal(merged, array.reshape(shape))
+    assert np.shares_memory(merged, array) == np.shares_memory(array.reshape(shape), array)
+
+
+def test_scratch_buffers_are_kept_per_slot_and_per_thread(runtime, monkeypatch):
+    monkeypatch.setattr(runtime, 'SCRATCH_RANGE', (64, 1 << 20))
+    runtime.release_scratch()
+    a = runtime.scratch('left', (4, 8), np.float64)
+    assert np.shares_memory(runtime.scratch('left', (16,), np.float32), a)      # the same bytes, reused
+    assert not np.shares_memory(runtime.scratch('right', (4, 8), np.float64), a)
+    bigger = runtime.scratch('left', (8, 8), np.float64)                          # grown: a new buffer
+    assert bigger.shape == (8, 8) and not np.shares_memory(bigger, a)
+    assert not np.shares_memory(runtime.scratch('left', (2,), np.float64), runtime.scratch('left', (4,), np.int8))
+    other = []
+    thread = threading.Thread(target=lambda: other.append(runtime.scratch('left', (8, 8), np.float64)))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(other[0], bigger)
+    assert runtime.release_scratch() == 512 + 256
+    assert not np.shares_memory(runtime.scratch('left', (8, 8), np.float64), bigger)
+
+
+@pytest.mark.parametrize('dims,params,x_shape,w_shape', CASES)
+def test_kept_buffers_with_stale_contents_change_no_result(runtime, monkeypatch, dims, params, x_shape, w_shape):
+    """Every temporary in a kept buffer (padded windows, im2col copies, products), each filled with NaN before
+    a call: a kernel must write all it reads, the zeros of the padding included."""
+    import generated.numpy as K
+    rng = np.random.default_rng(len(x_shape))
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    g = rng.standard_normal(getattr(K, f'conv{dims}d')(x, w, **params).shape)
+    passes = {'forward': lambda: getattr(K, f'conv{dims}d')(x, w, **params),
+              'input gradient': lambda: getattr(K, f'conv{dims}d_input')(x.shape, w, g, **params),
+              'weight gradient': lambda: getattr(K, f'conv{dims}d_weight')(x, w.shape, g, **params)}
+    fresh = {name: run() for name, run in passes.items()}
+    monkeypatch.setattr(runtime, 'SCRATCH_RANGE', (0, 1 << 30))
+    runtime.release_scratch()
+    for run in passes.values():
+        run()
+    buffers = runtime._scratch.buffers
+    assert {'window1', 'product'} <= set(buffers), sorted(buffers)
+    for name, run in passes.items():
+        for buffer in buffers.values():
+            buffer[...] = 0xFF      # NaN in float32 and float64
+        assert_close(run(), fresh[name])
+
+
 def extra_memory(call) -> int:
+    import generated.numpy._runtime as runtime
+    runtime.release_scratch()   # what the call keeps for the next one counts as its own
     tracemalloc.start()
     try:
         result = call()
