@@ -59,18 +59,22 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize('dims,params,x_shape,w_shape', CASES)
-def test_contractions_in_the_smallest_parts_equal_one_contraction(runtime, monkeypatch, dims, params, x_shape,
-                                                                  w_shape):
-    """With no workspace floor, a quarter of an operand is a few rows: every window and col2im block splits."""
+def conv_passes(dims, params, x_shape, w_shape) -> dict:
+    """The three passes of a convolution case of CASES on random operands, as calls of generated.numpy."""
     import generated.numpy as K
     rng = np.random.default_rng(len(x_shape))
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     g = rng.standard_normal(getattr(K, f'conv{dims}d')(x, w, **params).shape)
+    return {'forward': lambda: getattr(K, f'conv{dims}d')(x, w, **params),
+            'input gradient': lambda: getattr(K, f'conv{dims}d_input')(x.shape, w, g, **params),
+            'weight gradient': lambda: getattr(K, f'conv{dims}d_weight')(x, w.shape, g, **params)}
 
-    passes = {'forward': lambda: getattr(K, f'conv{dims}d')(x, w, **params),
-              'input gradient': lambda: getattr(K, f'conv{dims}d_input')(x.shape, w, g, **params),
-              'weight gradient': lambda: getattr(K, f'conv{dims}d_weight')(x, w.shape, g, **params)}
+
+@pytest.mark.parametrize('dims,params,x_shape,w_shape', CASES)
+def test_contractions_in_the_smallest_parts_equal_one_contraction(runtime, monkeypatch, dims, params, x_shape,
+                                                                  w_shape):
+    """With no workspace floor, a quarter of an operand is a few rows: every window and col2im block splits."""
+    passes = conv_passes(dims, params, x_shape, w_shape)
     whole = {name: run() for name, run in passes.items()}
     splits = []
     spans = runtime.spans
@@ -127,13 +131,7 @@ def test_scratch_buffers_are_kept_per_slot_and_per_thread(runtime, monkeypatch):
 def test_kept_buffers_with_stale_contents_change_no_result(runtime, monkeypatch, dims, params, x_shape, w_shape):
     """Every temporary in a kept buffer (padded windows, im2col copies, products), each filled with NaN before
     a call: a kernel must write all it reads, the zeros of the padding included."""
-    import generated.numpy as K
-    rng = np.random.default_rng(len(x_shape))
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    g = rng.standard_normal(getattr(K, f'conv{dims}d')(x, w, **params).shape)
-    passes = {'forward': lambda: getattr(K, f'conv{dims}d')(x, w, **params),
-              'input gradient': lambda: getattr(K, f'conv{dims}d_input')(x.shape, w, g, **params),
-              'weight gradient': lambda: getattr(K, f'conv{dims}d_weight')(x, w.shape, g, **params)}
+    passes = conv_passes(dims, params, x_shape, w_shape)
     fresh = {name: run() for name, run in passes.items()}
     monkeypatch.setattr(runtime, 'SCRATCH_RANGE', (0, 1 << 30))
     runtime.release_scratch()
