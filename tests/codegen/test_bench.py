@@ -131,7 +131,6 @@ def test_check_marks_errors_and_wrong_results_and_measures_numpy_workspace():
     assert traced.workspace >= 3 * 10 ** 6 * 8
 
 
-
 def test_numpy_workspace_counts_the_buffers_an_earlier_call_left():
     """generated.numpy keeps its im2col copy (2.25 MiB for the s2 forward) for the next call: the checked call
     must build it again, or its extra memory would read as almost nothing."""
@@ -142,6 +141,7 @@ def test_numpy_workspace_counts_the_buffers_an_earlier_call_left():
     trial = bench.Trial('numpy', lambda: K.conv2d(x, w, None, stride=2, padding=1))
     bench.check(trial, truth, 'float32')
     assert trial.status == 'OK' and trial.workspace >= 8 * 16 * 16 * 32 * 9 * 4
+
 
 def test_sampling_is_round_robin_with_the_order_rotated_and_skips_wrong_results():
     calls = []
