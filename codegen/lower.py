@@ -75,7 +75,7 @@ def _gather_nodes(rule: KernelRule, steps: dict) -> tuple:
                                                     _tile_or_none(choose_tile, rule, main, all_unit=True)]
     fast = scalar
     if rule.reduction == 'max':
-        found = _tile_or_none(max_vector_nodes, rule, element, steps)
+        found = _tile_or_none(max_vector_nodes, rule, steps)
         fast = (Branch(found[0], found[1], scalar),) if found else scalar
     for tile in (t for t in tiles if t is not None):   # most general first; a fuller specialization wraps it
         try:
@@ -196,7 +196,7 @@ def _element(rule: KernelRule, steps: dict) -> list:
     """The scalar nodes computing one element of the first output (all its terms)."""
     first = rule.outputs[0]
     if rule.reduction == 'max':
-        return _max_nodes(rule, steps)
+        return max_nodes(rule, steps)
     if len(rule.terms) == 1 and not rule.terms[0][0].vars:
         (term, _), = rule.terms
         return _term_nodes(rule, expand_definitions(rule, term), access(first, rule.output_at), steps, op='=')
@@ -383,23 +383,36 @@ def _lattice_step(var, inner_vars, divs):
     return None
 
 
-def _max_nodes(rule: KernelRule, steps: dict) -> list:
+def max_nodes(rule: KernelRule, steps: dict, rows: tuple = ({},)) -> list:
     """The forward of a 'max' layer: the selector keeps the first maximum in window order, a NaN
-    always replacing the running maximum (derive.pool: PyTorch's CPU rule)."""
+    always replacing the running maximum (derive.pool: PyTorch's CPU rule).  With several ``rows``
+    (substitutions of an index, rows whose taps along it are all inside: their constraints on it are
+    left out), one element of each in one nest, a selector chain each (independent chains: two
+    elements in the latency of one)."""
     (term, _), = rule.terms
     check_accesses(rule, term)
     value, candidate = max_parts(rule, term)
+    conds = [c for c in term.conds if not c.free_symbols & set(rows[0])] if len(rows) > 1 else list(term.conds)
+    names = [(f'{BEST}_{k}', f'{POSITION}_{k}') if k else (BEST, POSITION) for k in range(len(rows))]
+
     def nest(started):
-        leaf = (SelectMax(BEST, POSITION, _replace_arrays(rule, value), candidate, started),)
-        return tuple(_nest(term, loop_order(term), set(rule.index), list(term.conds), list(term.divs), [], leaf, steps))
+        leaf = tuple(SelectMax(best, position, _replace_arrays(rule, value.xreplace(row)), candidate.xreplace(row),
+                               started) for (best, position), row in zip(names, rows))
+        known = set(rule.index).union(*(e.free_symbols for row in rows for e in row.values()))
+        return tuple(_nest(term, loop_order(term), known, conds, list(term.divs), [], leaf, steps))
     taps = nest(True)
     try:   # every window is non-empty (the kernel's preconditions): its first candidate starts the position
-        start = candidate.xreplace(first_visit(taps))
+        first = first_visit(taps)
+        starts = [candidate.xreplace(row).xreplace(first) for row in rows]
     except LoweringError:
-        taps, start = nest(False), S.NegativeOne
-    nodes = [Declare(BEST, 'acc', -oo), Declare(POSITION, 'index', start), *taps]
-    nodes += [Assign(access(rule.outputs[0], rule.output_at), Symbol(BEST)),
-              Assign(access(rule.outputs[1], rule.output_at), Symbol(POSITION))]
+        taps, starts = nest(False), [S.NegativeOne] * len(rows)
+    nodes = [n for (best, position), start in zip(names, starts)
+             for n in (Declare(best, 'acc', -oo), Declare(position, 'index', start))]
+    nodes += taps
+    for (best, position), row in zip(names, rows):
+        at = tuple(i.xreplace(row) for i in rule.output_at)
+        nodes += [Assign(access(rule.outputs[0], at), Symbol(best)),
+                  Assign(access(rule.outputs[1], at), Symbol(position))]
     return nodes
 
 

@@ -118,7 +118,8 @@ from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv,
                  VAdd, VKeep, VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, VStorePair, VTaps)
 from .ir import fold, renamed, substitute, walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
-                    check_accesses, first_visit, loop_order, max_parts, parallel, scatter_targets, without_output_box)
+                    check_accesses, first_visit, loop_order, max_nodes, max_parts, parallel, scatter_targets,
+                    without_output_box)
 from .spec import KernelRule, TensorArg
 
 LANES = Symbol('LANES', integer=True, positive=True)
@@ -506,24 +507,40 @@ def _row_blocks(rule, tile, sizes, steps):
     u = before[-1] if before else None
     if u is None or u == a or u in _taps(rule, tile.term) or u in tile.hoisted.free_symbols:
         return None
-    others, ones = set(rule.index) - {u}, {v: S.Zero for v in rule.index if sizes[v] == 1}   # unit residues
-    facts = [_worst_case(rule, tile.term, c, set(tile.term.vars)) for c in tile.term.conds if u in c.free_symbols]
+    found = _row_interior(rule, tile.term, u, {v: S.Zero for v in rule.index if sizes[v] == 1})   # unit residues
+    if found is None:
+        return None
+    lo, hi = found
+    single = replace(tile, blocks=((a, 1),))
+    one_row = _tile(rule, single, sizes, steps)
+    block = _tile(rule, replace(single, rows=u), sizes, steps)
+    body = (Loop(_base(a), S.Zero, sizes[a] - 1, _rows_in_blocks(u, (lo, hi), sizes[u], one_row, block, ROW_BLOCK)),)
+    for v in reversed([v for v in _outer(rule, single, []) if v != u]):
+        body = (Loop(v, S.Zero, sizes[v] - 1, body),)
+    return _stride_versions(parallel(body))
+
+
+def _rows_in_blocks(u, inside: tuple, size, one_row: tuple, block: tuple, rows: int) -> tuple:
+    """The rows [0, size) of u: those of the interval ``inside`` in blocks of ``rows`` (``block``, its first
+    row at u's _base), the others one at a time (``one_row``)."""
+    (lo, hi), rest = inside, Symbol('urest', integer=True)
+    return (Loop(u, S.Zero, _min([lo, size]) - 1, one_row),
+            Loop(_base(u), lo, hi - rows + 1, block, S(rows)),
+            Declare(rest.name, 'index', lo + rows * _max([S.Zero, FloorDiv(hi - lo + 1, rows)])),
+            Loop(u, rest, size - 1, one_row))
+
+
+def _row_interior(rule, term, u, ones: dict) -> tuple | None:
+    """(lo, hi) of the free index u: the rows whose constraints hold for every tap in its box (the taps
+    at their worst case), or None when such a constraint involves another index (after ``ones``, the
+    indices of size 1, are set to 0)."""
+    others = set(rule.index) - {u}
+    facts = [_worst_case(rule, term, c, set(term.vars)) for c in term.conds if u in c.free_symbols]
     facts = [expand(c.xreplace(ones)) for c in facts + [c for c in rule.index_box if u in c.free_symbols]]
     if any(c.free_symbols & others for c in facts):
         return None
     lo, hi, _ = _bounds(u, facts, {u})
-    single = replace(tile, blocks=((a, 1),))
-    one_row = _tile(rule, single, sizes, steps)
-    block = _tile(rule, replace(single, rows=u), sizes, steps)
-    rest, ub, U = Symbol('urest', integer=True), _base(u), sizes[u]
-    rows = (Loop(u, S.Zero, _min([lo, U]) - 1, one_row),
-            Loop(ub, lo, hi - ROW_BLOCK + 1, block, S(ROW_BLOCK)),
-            Declare(rest.name, 'index', lo + ROW_BLOCK * _max([S.Zero, FloorDiv(hi - lo + 1, ROW_BLOCK)])),
-            Loop(u, rest, U - 1, one_row))
-    body = (Loop(_base(a), S.Zero, sizes[a] - 1, rows),)
-    for v in reversed([v for v in _outer(rule, single, []) if v != u]):
-        body = (Loop(v, S.Zero, sizes[v] - 1, body),)
-    return _stride_versions(parallel(body))
+    return lo, hi
 
 
 def _batch(rule, tile):
@@ -1256,7 +1273,7 @@ def _other_terms(rule, tile, total, shift) -> list:
 
 # ----------------------------------------------------------------------------- max (pooling forward)
 
-def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
+def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     """(conditions, nodes): the forward of a 'max' layer with LANES outputs of a row at a time.
     Inside the interior every tap of every lane's window is in the input, and the selector rule runs
     lane by lane over the taps in the scalar nest's order (the same first maximum, the same NaN
@@ -1287,64 +1304,94 @@ def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
     tap, rest = _split_taps(candidate, term.vars)
     widest = tap.xreplace(dict(zip(term.vars, (k - 1 for k in rule.window))))   # coefficients are positive
 
-    def chunks(*at):
-        """Chunks of LANES outputs starting at each of ``at``: one tap loop, a selector chain per chunk
-        (two independent chains hide the latency of compare and blend).  A chain's positions hold the
-        tap's offset only (one broadcast per tap); the store adds the chunk's start and the lanes'
-        steps.  Each chunk's loads start from an index without the taps, declared once per chunk."""
+    def chunks(*at, rows=({},)):
+        """Chunks of LANES outputs starting at each of ``at`` in each of the ``rows`` (the row index's
+        values, as substitutions): one tap loop, a selector chain per chunk and row (independent chains
+        hide the latency of compare and blend).  A chain's positions hold the tap's offset only (one
+        broadcast per tap); the store adds the chunk's start and the lanes' steps.  Each chunk's loads
+        start from an index without the taps, declared once per chunk.  Several rows are rows whose
+        taps are all inside (their constraints are left out)."""
+        chains = [(row, v0) for row in rows for v0 in at]
+        mine = [c for c in conds if not c.free_symbols & set(rows[0])]
         decls, leaf, stores = [], [], []
-        for k, v0 in enumerate(at):
+        for k, (row, v0) in enumerate(chains):
             best, position, x = f'{BEST}{k}', f'{POSITION}{k}', Symbol(f'x{k}')
-            (load,) = _load(tensors[value.base], value.xreplace({vec: vec + v0 - V0}), vec, x, None)
+            shifted = value.xreplace({vec: vec + v0 - V0, **row})
+            (load,) = _load(tensors[value.base], shifted, vec, x, None)
             at_taps, base = _split_taps(load.value.args[1], term.vars)
-            row = Symbol(f'xb{k}', integer=True)
-            leaf += [Declare(row.name, 'index', base), replace(load, value=load.value.func(
-                load.value.args[0], row + at_taps, *load.value.args[2:])), VSelectMax(best, position, x, tap)]
-            stores += [VStore(Symbol(rule.outputs[0].name), starts[0].xreplace({V0: v0}), S.One, Symbol(best)),
-                       VStoreIndex(Symbol(rule.outputs[1].name), starts[1].xreplace({V0: v0}), Symbol(position),
-                                   expand(rest.xreplace({vec: v0})), step)]
-        nest = _nest(term, loop_order(term), set(rule.index), conds, list(term.divs), [], tuple(leaf), steps)
+            start = Symbol(f'xb{k}', integer=True)
+            leaf += [Declare(start.name, 'index', base), replace(load, value=load.value.func(
+                load.value.args[0], start + at_taps, *load.value.args[2:])), VSelectMax(best, position, x, tap)]
+            stores += [VStore(Symbol(rule.outputs[0].name), starts[0].xreplace({V0: v0, **row}), S.One, Symbol(best)),
+                       VStoreIndex(Symbol(rule.outputs[1].name), starts[1].xreplace({V0: v0, **row}), Symbol(position),
+                                   expand(rest.xreplace({vec: v0, **row})), step)]
+        nest = _nest(term, loop_order(term), set(rule.index) | set(rows[0].values()), mine, list(term.divs), [],
+                     tuple(leaf), steps)
         first = first_visit(nest)
-        for k in range(len(at)):
+        for k in range(len(chains)):
             decls += [Declare(f'{BEST}{k}', 'vec', VSplat(-oo)),
                       Declare(f'{POSITION}{k}', 'vindex', tap.xreplace(first))]
         if columns is None:
             return (*decls, *nest, *stores)
-        return (Branch(columns.conditions + (columns.stride >= 3, LANES >= 16), (*decls, *_registered(at), *stores),
-                       (*decls, *nest, *stores)),)
+        return (Branch(columns.conditions + (columns.stride >= 3, LANES >= 16),
+                       (*decls, *_registered(chains, mine), *stores), (*decls, *nest, *stores)),)
 
-    def _registered(at) -> tuple:
-        """The taps of the chunks at ``at`` from row registers (ColumnTaps): each window row's columns
-        loaded once a chunk (masked by the array's bounds: memory-safe; in the interior every tap's lanes
-        are inside), the column taps in the scalar nest's order inside (the same selection order).  At
-        a stride of 3 or more, where a strided load is a scalar gather, of 16 lanes or more (8x64x56x56,
-        3x3 s3 p1: float32 1.11 -> 0.72 ms; float64's 8-lane gathers were faster, 1.61 against 1.70 ms);
-        at stride 2 the selection chains bound the kernel and the permuted loads were faster (0.70
-        against 0.92 ms)."""
+    def _registered(chains, conds) -> tuple:
+        """The taps of ``chains`` (row, chunk start) from row registers (ColumnTaps): each window row's
+        columns loaded once a chunk (masked by the array's bounds: memory-safe; in the interior every
+        tap's lanes are inside), the column taps in the scalar nest's order inside (the same selection
+        order).  At a stride of 3 or more, where a strided load is a scalar gather, of 16 lanes or more
+        (8x64x56x56, 3x3 s3 p1: float32 1.11 -> 0.72 ms; float64's 8-lane gathers were faster, 1.61
+        against 1.70 ms); at stride 2 the selection chains bound the kernel and the permuted loads were
+        faster (0.70 against 0.92 ms)."""
         m = columns.tap
         loads, selects, masks = [], [], []
-        for k, v0 in enumerate(at):
+        for k, (row, v0) in enumerate(chains):
             registers = [Symbol(f'r{i}_{k}') for i in range(3)]
             chunk_masks = columns.masks(f'_{k}')
             masks += columns.mask_declarations(v0, f'_{k}')
-            start = columns.start(value).xreplace({V0: v0})
+            start = columns.start(value).xreplace({V0: v0, **row})
             loads += [Declare(r.name, 'vec', VLoadMasked(Symbol(columns.tensor.name), start + i * LANES, S.One,
                                                           chunk_masks[i])) for i, r in enumerate(registers)]
             selects += [Declare(f'x{k}', 'vec', columns.taps(registers)),
                         VSelectMax(f'{BEST}{k}', f'{POSITION}{k}', Symbol(f'x{k}'), tap)]
         others = [v for v in loop_order(term) if v != m]
         mine = [c for c in conds if m in c.free_symbols]
-        inner = _nest(term, [m], set(rule.index) | set(others), mine, [], [], tuple(selects), steps)
-        rows = _nest(term, others, set(rule.index), [c for c in conds if c not in mine], [], [],
-                     tuple(loads) + tuple(inner), steps)
+        known = set(rule.index) | set(chains[0][0].values())
+        inner = _nest(term, [m], known | set(others), mine, [], [], tuple(selects), steps)
+        rows = _nest(term, others, known, [c for c in conds if c not in mine], [], [], tuple(loads) + tuple(inner),
+                     steps)
         return tuple(masks) + tuple(rows)
     columns = _column_taps(rule, term, value, vec) if loop_order(term)[-1:] == [
         v for v in term.vars if v in value.indices[-1].free_symbols] else None   # the column tap innermost
-    body = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi)) + _interior_chunks(
-        vec, rule.sizes[-1], chunks, element)
-    body = _box_loops(rule.index[:-1], rule.sizes[:-1], body)
+
+    def row(rows) -> tuple:
+        """The row's nodes for each of ``rows`` (substitutions of the row index), all in one pass."""
+        return (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi)) + _interior_chunks(
+            vec, rule.sizes[-1], lambda *at: chunks(*at, rows=rows), max_nodes(rule, steps, rows))
+    paired = _paired_rows(rule, term, lo, hi)
+    if paired is None:
+        body = _box_loops(rule.index[:-1], rule.sizes[:-1], row(({},)))
+    else:   # two rows at a time where their taps are all inside: twice the chains
+        u, inside = paired
+        both = row(({u: _base(u)}, {u: _base(u) + 1}))
+        body = _box_loops(rule.index[:-2], rule.sizes[:-2], _rows_in_blocks(u, inside, rule.sizes[-2], row(({},)),
+                                                                             both, 2))
     plane = Mul(*tensors[value.base].shape[len(rule.index) - len(rule.window):])
     return (plane <= 2**31 - 1, widest <= 2**31 - 1), _stride_versions(parallel(body))
+
+
+def _paired_rows(rule, term, lo, hi) -> tuple | None:
+    """(u, (first, last)): the free index before the vector variable, if there is one, and its rows
+    whose taps are all inside; None where the vector's interior (lo, hi) or a divisibility condition
+    depends on it, or its constraints on another index."""
+    if len(rule.index) < 2:
+        return None
+    u = rule.index[-2]
+    if u in (S(lo).free_symbols | S(hi).free_symbols) or any(u in e.free_symbols for e, _ in term.divs):
+        return None
+    inside = _row_interior(rule, term, u, {})
+    return None if inside is None else (u, inside)
 
 
 def _split_taps(expr: Expr, taps) -> tuple:

@@ -552,22 +552,22 @@ static inline int64_t bp_lattice_start(int64_t lo, int64_t a, int64_t b, int64_t
  * among the threads of whichever team runs it (outside a region, the calling thread alone). */
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool1d_f32_part0(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0)
+static void bpgen_max_pool1d_f32_part0(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
+    #pragma omp for schedule(static) collapse(1)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
-            int64_t vlo = P0;
-            int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+        int64_t vlo = P0;
+        int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+        for (int64_t c = 0; c <= -1; ++c) {
             for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
                 float best = (-INFINITY);
-                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - o0, D0)) - P0 + o0;
-                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - o0, D0));
-                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - o0 - 1, D0));
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + o0], D0*m0 - P0 + o0, 0);
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                 }
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
@@ -625,11 +625,11 @@ static void bpgen_max_pool1d_f32_part0(float *restrict output, int64_t *restrict
             } else {
                 for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
                     float best = (-INFINITY);
-                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - o0, D0)) - P0 + o0;
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - o0 - 1, D0));
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                        bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + o0], D0*m0 - P0 + o0, 0);
+                        bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                     }
                     output[O0*(C*n + c) + o0] = best;
                     indices[O0*(C*n + c) + o0] = position;
@@ -637,11 +637,240 @@ static void bpgen_max_pool1d_f32_part0(float *restrict output, int64_t *restrict
             }
             for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 float best = (-INFINITY);
-                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - o0, D0)) - P0 + o0;
-                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - o0, D0));
-                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - o0 - 1, D0));
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + o0], D0*m0 - P0 + o0, 0);
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+        }
+        for (int64_t c_b = 0, c_b_end = C - 2; c_b <= c_b_end; c_b += 2) {
+            int64_t vlo = P0;
+            int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                float best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_f(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_F) {
+                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position0 = bp_vtap_f(0);
+                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position1 = bp_vtap_f(0);
+                    bp_vf best2 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position2 = bp_vtap_f(0);
+                    bp_vf best3 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position3 = bp_vtap_f(0);
+                    int64_t xb0 = C*H0*n + H0*c_b - P0 + v0;
+                    int64_t xb1 = C*H0*n + H0*c_b + BP_LANES_F - P0 + v0;
+                    int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + v0;
+                    int64_t xb3 = C*H0*n + H0*c_b + H0 + BP_LANES_F - P0 + v0;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 1);
+                        bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                        bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), 1);
+                        bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                        bp_vf x2 = bp_vload_f(input + (D0*m0 + xb2), 1);
+                        bp_vselect_max_f(&best2, &position2, x2, D0*m0);
+                        bp_vf x3 = bp_vload_f(input + (D0*m0 + xb3), 1);
+                        bp_vselect_max_f(&best3, &position3, x3, D0*m0);
+                    }
+                    bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, best0);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*c_b + v0), &position0, -P0 + v0, 1);
+                    bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*c_b + v0), 1, best1);
+                    bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*c_b + v0), &position1, BP_LANES_F - P0 + v0, 1);
+                    bp_vstore_f(output + (C*O0*n + O0*(c_b + 1) + v0), 1, best2);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*(c_b + 1) + v0), &position2, -P0 + v0, 1);
+                    bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*(c_b + 1) + v0), 1, best3);
+                    bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*(c_b + 1) + v0), &position3, BP_LANES_F - P0 + v0, 1);
+                }
+                if (vhi - vrest + 1 > BP_LANES_F) {
+                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position0 = bp_vtap_f(0);
+                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position1 = bp_vtap_f(0);
+                    bp_vf best2 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position2 = bp_vtap_f(0);
+                    bp_vf best3 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position3 = bp_vtap_f(0);
+                    int64_t xb0 = C*H0*n + H0*c_b - P0 + vrest;
+                    int64_t xb1 = C*H0*n + H0*c_b - BP_LANES_F - P0 + vhi + 1;
+                    int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + vrest;
+                    int64_t xb3 = C*H0*n + H0*c_b + H0 - BP_LANES_F - P0 + vhi + 1;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 1);
+                        bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                        bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), 1);
+                        bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                        bp_vf x2 = bp_vload_f(input + (D0*m0 + xb2), 1);
+                        bp_vselect_max_f(&best2, &position2, x2, D0*m0);
+                        bp_vf x3 = bp_vload_f(input + (D0*m0 + xb3), 1);
+                        bp_vselect_max_f(&best3, &position3, x3, D0*m0);
+                    }
+                    bp_vstore_f(output + (C*O0*n + O0*c_b + vrest), 1, best0);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*c_b + vrest), &position0, -P0 + vrest, 1);
+                    bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), 1, best1);
+                    bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), &position1, -BP_LANES_F - P0 + vhi + 1, 1);
+                    bp_vstore_f(output + (C*O0*n + O0*(c_b + 1) + vrest), 1, best2);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*(c_b + 1) + vrest), &position2, -P0 + vrest, 1);
+                    bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), 1, best3);
+                    bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), &position3, -BP_LANES_F - P0 + vhi + 1, 1);
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c_b - BP_LANES_F - P0 + vhi + 1;
+                        int64_t xb1 = C*H0*n + H0*c_b + H0 - BP_LANES_F - P0 + vhi + 1;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 1);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), 1);
+                            bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), &position0, -BP_LANES_F - P0 + vhi + 1, 1);
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), &position1, -BP_LANES_F - P0 + vhi + 1, 1);
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    float best_1 = (-INFINITY);
+                    int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                        bp_select_max_f(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c_b) + o0] = best;
+                    indices[O0*(C*n + c_b) + o0] = position;
+                    output[O0*(C*n + c_b + 1) + o0] = best_1;
+                    indices[O0*(C*n + c_b + 1) + o0] = position_1;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                float best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_f(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+        }
+        int64_t urest = 2*bp_max(0, bp_floordiv(C, 2));
+        for (int64_t c = urest, c_end = C - 1; c <= c_end; ++c) {
+            int64_t vlo = P0;
+            int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_F) {
+                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position0 = bp_vtap_f(0);
+                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position1 = bp_vtap_f(0);
+                    int64_t xb0 = C*H0*n + H0*c - P0 + v0;
+                    int64_t xb1 = C*H0*n + H0*c + BP_LANES_F - P0 + v0;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 1);
+                        bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                        bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), 1);
+                        bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                    }
+                    bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best0);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position0, -P0 + v0, 1);
+                    bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*c + v0), 1, best1);
+                    bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*c + v0), &position1, BP_LANES_F - P0 + v0, 1);
+                }
+                if (vhi - vrest + 1 > BP_LANES_F) {
+                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position0 = bp_vtap_f(0);
+                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position1 = bp_vtap_f(0);
+                    int64_t xb0 = C*H0*n + H0*c - P0 + vrest;
+                    int64_t xb1 = C*H0*n + H0*c - BP_LANES_F - P0 + vhi + 1;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 1);
+                        bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                        bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), 1);
+                        bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                    }
+                    bp_vstore_f(output + (C*O0*n + O0*c + vrest), 1, best0);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*c + vrest), &position0, -P0 + vrest, 1);
+                    bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best1);
+                    bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position1, -BP_LANES_F - P0 + vhi + 1, 1);
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c - BP_LANES_F - P0 + vhi + 1;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 1);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position0, -BP_LANES_F - P0 + vhi + 1, 1);
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c) + o0] = best;
+                    indices[O0*(C*n + c) + o0] = position;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                 }
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
@@ -652,22 +881,22 @@ static void bpgen_max_pool1d_f32_part0(float *restrict output, int64_t *restrict
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool1d_f32_part1(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0)
+static void bpgen_max_pool1d_f32_part1(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
+    #pragma omp for schedule(static) collapse(1)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+        int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+        for (int64_t c = 0; c <= -1; ++c) {
             for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
                 float best = (-INFINITY);
-                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - 2*o0, D0)) - P0 + 2*o0;
-                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - 2*o0, D0));
-                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - 2*o0 - 1, D0));
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + 2*o0], D0*m0 - P0 + 2*o0, 0);
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                 }
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
@@ -725,11 +954,11 @@ static void bpgen_max_pool1d_f32_part1(float *restrict output, int64_t *restrict
             } else {
                 for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
                     float best = (-INFINITY);
-                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - 2*o0, D0)) - P0 + 2*o0;
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - 2*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - 2*o0 - 1, D0));
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                        bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + 2*o0], D0*m0 - P0 + 2*o0, 0);
+                        bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                     }
                     output[O0*(C*n + c) + o0] = best;
                     indices[O0*(C*n + c) + o0] = position;
@@ -737,11 +966,240 @@ static void bpgen_max_pool1d_f32_part1(float *restrict output, int64_t *restrict
             }
             for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 float best = (-INFINITY);
-                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - 2*o0, D0)) - P0 + 2*o0;
-                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - 2*o0, D0));
-                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - 2*o0 - 1, D0));
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + 2*o0], D0*m0 - P0 + 2*o0, 0);
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+        }
+        for (int64_t c_b = 0, c_b_end = C - 2; c_b <= c_b_end; c_b += 2) {
+            int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                float best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_f(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_F) {
+                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position0 = bp_vtap_f(0);
+                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position1 = bp_vtap_f(0);
+                    bp_vf best2 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position2 = bp_vtap_f(0);
+                    bp_vf best3 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position3 = bp_vtap_f(0);
+                    int64_t xb0 = C*H0*n + H0*c_b - P0 + 2*v0;
+                    int64_t xb1 = C*H0*n + H0*c_b + 2*BP_LANES_F - P0 + 2*v0;
+                    int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + 2*v0;
+                    int64_t xb3 = C*H0*n + H0*c_b + H0 + 2*BP_LANES_F - P0 + 2*v0;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 2);
+                        bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                        bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), 2);
+                        bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                        bp_vf x2 = bp_vload_f(input + (D0*m0 + xb2), 2);
+                        bp_vselect_max_f(&best2, &position2, x2, D0*m0);
+                        bp_vf x3 = bp_vload_f(input + (D0*m0 + xb3), 2);
+                        bp_vselect_max_f(&best3, &position3, x3, D0*m0);
+                    }
+                    bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, best0);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*c_b + v0), &position0, -P0 + 2*v0, 2);
+                    bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*c_b + v0), 1, best1);
+                    bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*c_b + v0), &position1, 2*BP_LANES_F - P0 + 2*v0, 2);
+                    bp_vstore_f(output + (C*O0*n + O0*(c_b + 1) + v0), 1, best2);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*(c_b + 1) + v0), &position2, -P0 + 2*v0, 2);
+                    bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*(c_b + 1) + v0), 1, best3);
+                    bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*(c_b + 1) + v0), &position3, 2*BP_LANES_F - P0 + 2*v0, 2);
+                }
+                if (vhi - vrest + 1 > BP_LANES_F) {
+                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position0 = bp_vtap_f(0);
+                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position1 = bp_vtap_f(0);
+                    bp_vf best2 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position2 = bp_vtap_f(0);
+                    bp_vf best3 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position3 = bp_vtap_f(0);
+                    int64_t xb0 = C*H0*n + H0*c_b - P0 + 2*vrest;
+                    int64_t xb1 = C*H0*n + H0*c_b - 2*BP_LANES_F - P0 + 2*vhi + 2;
+                    int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + 2*vrest;
+                    int64_t xb3 = C*H0*n + H0*c_b + H0 - 2*BP_LANES_F - P0 + 2*vhi + 2;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 2);
+                        bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                        bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), 2);
+                        bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                        bp_vf x2 = bp_vload_f(input + (D0*m0 + xb2), 2);
+                        bp_vselect_max_f(&best2, &position2, x2, D0*m0);
+                        bp_vf x3 = bp_vload_f(input + (D0*m0 + xb3), 2);
+                        bp_vselect_max_f(&best3, &position3, x3, D0*m0);
+                    }
+                    bp_vstore_f(output + (C*O0*n + O0*c_b + vrest), 1, best0);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*c_b + vrest), &position0, -P0 + 2*vrest, 2);
+                    bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), 1, best1);
+                    bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), &position1, -2*BP_LANES_F - P0 + 2*vhi + 2, 2);
+                    bp_vstore_f(output + (C*O0*n + O0*(c_b + 1) + vrest), 1, best2);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*(c_b + 1) + vrest), &position2, -P0 + 2*vrest, 2);
+                    bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), 1, best3);
+                    bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), &position3, -2*BP_LANES_F - P0 + 2*vhi + 2, 2);
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c_b - 2*BP_LANES_F - P0 + 2*vhi + 2;
+                        int64_t xb1 = C*H0*n + H0*c_b + H0 - 2*BP_LANES_F - P0 + 2*vhi + 2;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 2);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), 2);
+                            bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), &position0, -2*BP_LANES_F - P0 + 2*vhi + 2, 2);
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), &position1, -2*BP_LANES_F - P0 + 2*vhi + 2, 2);
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    float best_1 = (-INFINITY);
+                    int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                        bp_select_max_f(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c_b) + o0] = best;
+                    indices[O0*(C*n + c_b) + o0] = position;
+                    output[O0*(C*n + c_b + 1) + o0] = best_1;
+                    indices[O0*(C*n + c_b + 1) + o0] = position_1;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                float best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_f(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+        }
+        int64_t urest = 2*bp_max(0, bp_floordiv(C, 2));
+        for (int64_t c = urest, c_end = C - 1; c <= c_end; ++c) {
+            int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_F) {
+                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position0 = bp_vtap_f(0);
+                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position1 = bp_vtap_f(0);
+                    int64_t xb0 = C*H0*n + H0*c - P0 + 2*v0;
+                    int64_t xb1 = C*H0*n + H0*c + 2*BP_LANES_F - P0 + 2*v0;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 2);
+                        bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                        bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), 2);
+                        bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                    }
+                    bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best0);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position0, -P0 + 2*v0, 2);
+                    bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*c + v0), 1, best1);
+                    bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*c + v0), &position1, 2*BP_LANES_F - P0 + 2*v0, 2);
+                }
+                if (vhi - vrest + 1 > BP_LANES_F) {
+                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position0 = bp_vtap_f(0);
+                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                    bp_vfp position1 = bp_vtap_f(0);
+                    int64_t xb0 = C*H0*n + H0*c - P0 + 2*vrest;
+                    int64_t xb1 = C*H0*n + H0*c - 2*BP_LANES_F - P0 + 2*vhi + 2;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 2);
+                        bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                        bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), 2);
+                        bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                    }
+                    bp_vstore_f(output + (C*O0*n + O0*c + vrest), 1, best0);
+                    bp_vstore_index_f(indices + (C*O0*n + O0*c + vrest), &position0, -P0 + 2*vrest, 2);
+                    bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best1);
+                    bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position1, -2*BP_LANES_F - P0 + 2*vhi + 2, 2);
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c - 2*BP_LANES_F - P0 + 2*vhi + 2;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 2);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position0, -2*BP_LANES_F - P0 + 2*vhi + 2, 2);
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c) + o0] = best;
+                    indices[O0*(C*n + c) + o0] = position;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                 }
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
@@ -755,10 +1213,449 @@ static void bpgen_max_pool1d_f32_part1(float *restrict output, int64_t *restrict
 static void bpgen_max_pool1d_f32_part2(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
+    #pragma omp for schedule(static) collapse(1)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
+        int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+        for (int64_t c = 0; c <= -1; ++c) {
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_F) {
+                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                    if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S0 >= 3 && BP_LANES_F >= 16) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        int64_t cols0_0 = bp_lane_mask_f(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
+                        int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P0 - S0*v0, H0 - 2*BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S0 + P0 - S0*v0, H0 - BP_LANES_F*S0 + P0 - S0*v0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S0 - BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F*S0 - BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*v0 - 1);
+                        bp_vf r0_0 = bp_vload_masked_f(input, C*H0*n + H0*c - P0 + S0*v0, 1, cols0_0);
+                        bp_vf r1_0 = bp_vload_masked_f(input, C*H0*n + H0*c + BP_LANES_F - P0 + S0*v0, 1, cols1_0);
+                        bp_vf r2_0 = bp_vload_masked_f(input, C*H0*n + H0*c + 2*BP_LANES_F - P0 + S0*v0, 1, cols2_0);
+                        bp_vf r0_1 = bp_vload_masked_f(input, C*H0*n + H0*c - P0 + S0*(BP_LANES_F + v0), 1, cols0_1);
+                        bp_vf r1_1 = bp_vload_masked_f(input, C*H0*n + H0*c + BP_LANES_F - P0 + S0*(BP_LANES_F + v0), 1, cols1_1);
+                        bp_vf r2_1 = bp_vload_masked_f(input, C*H0*n + H0*c + 2*BP_LANES_F - P0 + S0*(BP_LANES_F + v0), 1, cols2_1);
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D0*m0, S0);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D0*m0, S0);
+                            bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position0, -P0 + S0*v0, S0);
+                        bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*c + v0), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*c + v0), &position1, BP_LANES_F*S0 - P0 + S0*v0, S0);
+                    } else {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c - P0 + S0*v0;
+                        int64_t xb1 = C*H0*n + H0*c + BP_LANES_F*S0 - P0 + S0*v0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), S0);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), S0);
+                            bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position0, -P0 + S0*v0, S0);
+                        bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*c + v0), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*c + v0), &position1, BP_LANES_F*S0 - P0 + S0*v0, S0);
+                    }
+                }
+                if (vhi - vrest + 1 > BP_LANES_F) {
+                    if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S0 >= 3 && BP_LANES_F >= 16) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        int64_t cols0_0 = bp_lane_mask_f(P0 - S0*vrest, H0 + P0 - S0*vrest - 1);
+                        int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P0 - S0*vrest, H0 - BP_LANES_F + P0 - S0*vrest - 1);
+                        int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P0 - S0*vrest, H0 - 2*BP_LANES_F + P0 - S0*vrest - 1);
+                        int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 + P0 - S0*vhi - S0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                        bp_vf r0_0 = bp_vload_masked_f(input, C*H0*n + H0*c - P0 + S0*vrest, 1, cols0_0);
+                        bp_vf r1_0 = bp_vload_masked_f(input, C*H0*n + H0*c + BP_LANES_F - P0 + S0*vrest, 1, cols1_0);
+                        bp_vf r2_0 = bp_vload_masked_f(input, C*H0*n + H0*c + 2*BP_LANES_F - P0 + S0*vrest, 1, cols2_0);
+                        bp_vf r0_1 = bp_vload_masked_f(input, C*H0*n + H0*c - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols0_1);
+                        bp_vf r1_1 = bp_vload_masked_f(input, C*H0*n + H0*c + BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols1_1);
+                        bp_vf r2_1 = bp_vload_masked_f(input, C*H0*n + H0*c + 2*BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols2_1);
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D0*m0, S0);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D0*m0, S0);
+                            bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n + O0*c + vrest), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*c + vrest), &position0, -P0 + S0*vrest, S0);
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position1, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                    } else {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c - P0 + S0*vrest;
+                        int64_t xb1 = C*H0*n + H0*c - BP_LANES_F*S0 - P0 + S0*vhi + S0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), S0);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), S0);
+                            bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n + O0*c + vrest), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*c + vrest), &position0, -P0 + S0*vrest, S0);
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position1, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                    }
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S0 >= 3 && BP_LANES_F >= 16) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(0);
+                            int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 + P0 - S0*vhi - S0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                            bp_vf r0_0 = bp_vload_masked_f(input, C*H0*n + H0*c - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols0_0);
+                            bp_vf r1_0 = bp_vload_masked_f(input, C*H0*n + H0*c + BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols1_0);
+                            bp_vf r2_0 = bp_vload_masked_f(input, C*H0*n + H0*c + 2*BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols2_0);
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D0*m0, S0);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            }
+                            bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position0, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                        } else {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(0);
+                            int64_t xb0 = C*H0*n + H0*c - BP_LANES_F*S0 - P0 + S0*vhi + S0;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), S0);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            }
+                            bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position0, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                        }
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c) + o0] = best;
+                    indices[O0*(C*n + c) + o0] = position;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+        }
+        for (int64_t c_b = 0, c_b_end = C - 2; c_b <= c_b_end; c_b += 2) {
+            int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                float best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_f(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_F) {
+                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                    if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S0 >= 3 && BP_LANES_F >= 16) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        bp_vf best2 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position2 = bp_vtap_f(0);
+                        bp_vf best3 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position3 = bp_vtap_f(0);
+                        int64_t cols0_0 = bp_lane_mask_f(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
+                        int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P0 - S0*v0, H0 - 2*BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S0 + P0 - S0*v0, H0 - BP_LANES_F*S0 + P0 - S0*v0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S0 - BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F*S0 - BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols0_2 = bp_lane_mask_f(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
+                        int64_t cols1_2 = bp_lane_mask_f(-BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols2_2 = bp_lane_mask_f(-2*BP_LANES_F + P0 - S0*v0, H0 - 2*BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols0_3 = bp_lane_mask_f(-BP_LANES_F*S0 + P0 - S0*v0, H0 - BP_LANES_F*S0 + P0 - S0*v0 - 1);
+                        int64_t cols1_3 = bp_lane_mask_f(-BP_LANES_F*S0 - BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F*S0 - BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols2_3 = bp_lane_mask_f(-BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*v0 - 1);
+                        bp_vf r0_0 = bp_vload_masked_f(input, C*H0*n + H0*c_b - P0 + S0*v0, 1, cols0_0);
+                        bp_vf r1_0 = bp_vload_masked_f(input, C*H0*n + H0*c_b + BP_LANES_F - P0 + S0*v0, 1, cols1_0);
+                        bp_vf r2_0 = bp_vload_masked_f(input, C*H0*n + H0*c_b + 2*BP_LANES_F - P0 + S0*v0, 1, cols2_0);
+                        bp_vf r0_1 = bp_vload_masked_f(input, C*H0*n + H0*c_b - P0 + S0*(BP_LANES_F + v0), 1, cols0_1);
+                        bp_vf r1_1 = bp_vload_masked_f(input, C*H0*n + H0*c_b + BP_LANES_F - P0 + S0*(BP_LANES_F + v0), 1, cols1_1);
+                        bp_vf r2_1 = bp_vload_masked_f(input, C*H0*n + H0*c_b + 2*BP_LANES_F - P0 + S0*(BP_LANES_F + v0), 1, cols2_1);
+                        bp_vf r0_2 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) - P0 + S0*v0, 1, cols0_2);
+                        bp_vf r1_2 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) + BP_LANES_F - P0 + S0*v0, 1, cols1_2);
+                        bp_vf r2_2 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) + 2*BP_LANES_F - P0 + S0*v0, 1, cols2_2);
+                        bp_vf r0_3 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) - P0 + S0*(BP_LANES_F + v0), 1, cols0_3);
+                        bp_vf r1_3 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) + BP_LANES_F - P0 + S0*(BP_LANES_F + v0), 1, cols1_3);
+                        bp_vf r2_3 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) + 2*BP_LANES_F - P0 + S0*(BP_LANES_F + v0), 1, cols2_3);
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D0*m0, S0);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D0*m0, S0);
+                            bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                            bp_vf x2 = bp_vtaps_f(r0_2, r1_2, r2_2, D0*m0, S0);
+                            bp_vselect_max_f(&best2, &position2, x2, D0*m0);
+                            bp_vf x3 = bp_vtaps_f(r0_3, r1_3, r2_3, D0*m0, S0);
+                            bp_vselect_max_f(&best3, &position3, x3, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*c_b + v0), &position0, -P0 + S0*v0, S0);
+                        bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*c_b + v0), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*c_b + v0), &position1, BP_LANES_F*S0 - P0 + S0*v0, S0);
+                        bp_vstore_f(output + (C*O0*n + O0*(c_b + 1) + v0), 1, best2);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*(c_b + 1) + v0), &position2, -P0 + S0*v0, S0);
+                        bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*(c_b + 1) + v0), 1, best3);
+                        bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*(c_b + 1) + v0), &position3, BP_LANES_F*S0 - P0 + S0*v0, S0);
+                    } else {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        bp_vf best2 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position2 = bp_vtap_f(0);
+                        bp_vf best3 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position3 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c_b - P0 + S0*v0;
+                        int64_t xb1 = C*H0*n + H0*c_b + BP_LANES_F*S0 - P0 + S0*v0;
+                        int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + S0*v0;
+                        int64_t xb3 = C*H0*n + H0*c_b + H0 + BP_LANES_F*S0 - P0 + S0*v0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), S0);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), S0);
+                            bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                            bp_vf x2 = bp_vload_f(input + (D0*m0 + xb2), S0);
+                            bp_vselect_max_f(&best2, &position2, x2, D0*m0);
+                            bp_vf x3 = bp_vload_f(input + (D0*m0 + xb3), S0);
+                            bp_vselect_max_f(&best3, &position3, x3, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*c_b + v0), &position0, -P0 + S0*v0, S0);
+                        bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*c_b + v0), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*c_b + v0), &position1, BP_LANES_F*S0 - P0 + S0*v0, S0);
+                        bp_vstore_f(output + (C*O0*n + O0*(c_b + 1) + v0), 1, best2);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*(c_b + 1) + v0), &position2, -P0 + S0*v0, S0);
+                        bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*(c_b + 1) + v0), 1, best3);
+                        bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*(c_b + 1) + v0), &position3, BP_LANES_F*S0 - P0 + S0*v0, S0);
+                    }
+                }
+                if (vhi - vrest + 1 > BP_LANES_F) {
+                    if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S0 >= 3 && BP_LANES_F >= 16) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        bp_vf best2 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position2 = bp_vtap_f(0);
+                        bp_vf best3 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position3 = bp_vtap_f(0);
+                        int64_t cols0_0 = bp_lane_mask_f(P0 - S0*vrest, H0 + P0 - S0*vrest - 1);
+                        int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P0 - S0*vrest, H0 - BP_LANES_F + P0 - S0*vrest - 1);
+                        int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P0 - S0*vrest, H0 - 2*BP_LANES_F + P0 - S0*vrest - 1);
+                        int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 + P0 - S0*vhi - S0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                        int64_t cols0_2 = bp_lane_mask_f(P0 - S0*vrest, H0 + P0 - S0*vrest - 1);
+                        int64_t cols1_2 = bp_lane_mask_f(-BP_LANES_F + P0 - S0*vrest, H0 - BP_LANES_F + P0 - S0*vrest - 1);
+                        int64_t cols2_2 = bp_lane_mask_f(-2*BP_LANES_F + P0 - S0*vrest, H0 - 2*BP_LANES_F + P0 - S0*vrest - 1);
+                        int64_t cols0_3 = bp_lane_mask_f(BP_LANES_F*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 + P0 - S0*vhi - S0 - 1);
+                        int64_t cols1_3 = bp_lane_mask_f(BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                        int64_t cols2_3 = bp_lane_mask_f(BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                        bp_vf r0_0 = bp_vload_masked_f(input, C*H0*n + H0*c_b - P0 + S0*vrest, 1, cols0_0);
+                        bp_vf r1_0 = bp_vload_masked_f(input, C*H0*n + H0*c_b + BP_LANES_F - P0 + S0*vrest, 1, cols1_0);
+                        bp_vf r2_0 = bp_vload_masked_f(input, C*H0*n + H0*c_b + 2*BP_LANES_F - P0 + S0*vrest, 1, cols2_0);
+                        bp_vf r0_1 = bp_vload_masked_f(input, C*H0*n + H0*c_b - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols0_1);
+                        bp_vf r1_1 = bp_vload_masked_f(input, C*H0*n + H0*c_b + BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols1_1);
+                        bp_vf r2_1 = bp_vload_masked_f(input, C*H0*n + H0*c_b + 2*BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols2_1);
+                        bp_vf r0_2 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) - P0 + S0*vrest, 1, cols0_2);
+                        bp_vf r1_2 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) + BP_LANES_F - P0 + S0*vrest, 1, cols1_2);
+                        bp_vf r2_2 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) + 2*BP_LANES_F - P0 + S0*vrest, 1, cols2_2);
+                        bp_vf r0_3 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols0_3);
+                        bp_vf r1_3 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) + BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols1_3);
+                        bp_vf r2_3 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) + 2*BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols2_3);
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D0*m0, S0);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D0*m0, S0);
+                            bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                            bp_vf x2 = bp_vtaps_f(r0_2, r1_2, r2_2, D0*m0, S0);
+                            bp_vselect_max_f(&best2, &position2, x2, D0*m0);
+                            bp_vf x3 = bp_vtaps_f(r0_3, r1_3, r2_3, D0*m0, S0);
+                            bp_vselect_max_f(&best3, &position3, x3, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n + O0*c_b + vrest), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*c_b + vrest), &position0, -P0 + S0*vrest, S0);
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), &position1, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                        bp_vstore_f(output + (C*O0*n + O0*(c_b + 1) + vrest), 1, best2);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*(c_b + 1) + vrest), &position2, -P0 + S0*vrest, S0);
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), 1, best3);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), &position3, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                    } else {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        bp_vf best2 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position2 = bp_vtap_f(0);
+                        bp_vf best3 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position3 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c_b - P0 + S0*vrest;
+                        int64_t xb1 = C*H0*n + H0*c_b - BP_LANES_F*S0 - P0 + S0*vhi + S0;
+                        int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + S0*vrest;
+                        int64_t xb3 = C*H0*n + H0*c_b + H0 - BP_LANES_F*S0 - P0 + S0*vhi + S0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), S0);
+                            bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                            bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), S0);
+                            bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                            bp_vf x2 = bp_vload_f(input + (D0*m0 + xb2), S0);
+                            bp_vselect_max_f(&best2, &position2, x2, D0*m0);
+                            bp_vf x3 = bp_vload_f(input + (D0*m0 + xb3), S0);
+                            bp_vselect_max_f(&best3, &position3, x3, D0*m0);
+                        }
+                        bp_vstore_f(output + (C*O0*n + O0*c_b + vrest), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*c_b + vrest), &position0, -P0 + S0*vrest, S0);
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), &position1, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                        bp_vstore_f(output + (C*O0*n + O0*(c_b + 1) + vrest), 1, best2);
+                        bp_vstore_index_f(indices + (C*O0*n + O0*(c_b + 1) + vrest), &position2, -P0 + S0*vrest, S0);
+                        bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), 1, best3);
+                        bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), &position3, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                    }
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S0 >= 3 && BP_LANES_F >= 16) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(0);
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(0);
+                            int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 + P0 - S0*vhi - S0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                            int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 + P0 - S0*vhi - S0 - 1);
+                            int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                            int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                            bp_vf r0_0 = bp_vload_masked_f(input, C*H0*n + H0*c_b - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols0_0);
+                            bp_vf r1_0 = bp_vload_masked_f(input, C*H0*n + H0*c_b + BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols1_0);
+                            bp_vf r2_0 = bp_vload_masked_f(input, C*H0*n + H0*c_b + 2*BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols2_0);
+                            bp_vf r0_1 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols0_1);
+                            bp_vf r1_1 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) + BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols1_1);
+                            bp_vf r2_1 = bp_vload_masked_f(input, C*H0*n + H0*(c_b + 1) + 2*BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols2_1);
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D0*m0, S0);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                                bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D0*m0, S0);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                            }
+                            bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), &position0, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                            bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), &position1, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                        } else {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(0);
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(0);
+                            int64_t xb0 = C*H0*n + H0*c_b - BP_LANES_F*S0 - P0 + S0*vhi + S0;
+                            int64_t xb1 = C*H0*n + H0*c_b + H0 - BP_LANES_F*S0 - P0 + S0*vhi + S0;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), S0);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*m0);
+                                bp_vf x1 = bp_vload_f(input + (D0*m0 + xb1), S0);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*m0);
+                            }
+                            bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c_b + vhi + 1), &position0, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                            bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*(c_b + 1) + vhi + 1), &position1, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                        }
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    float best_1 = (-INFINITY);
+                    int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                        bp_select_max_f(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c_b) + o0] = best;
+                    indices[O0*(C*n + c_b) + o0] = position;
+                    output[O0*(C*n + c_b + 1) + o0] = best_1;
+                    indices[O0*(C*n + c_b + 1) + o0] = position_1;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                float best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                float best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_f(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_f(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+        }
+        int64_t urest = 2*bp_max(0, bp_floordiv(C, 2));
+        for (int64_t c = urest, c_end = C - 1; c <= c_end; ++c) {
             int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
             int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
             for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
@@ -991,24 +1888,24 @@ int bpgen_max_pool1d_f32(float *restrict output, int64_t *restrict indices, cons
 #ifdef _OPENMP
             if (C*H0*N + 2*C*N*O0 >= 32768) {
                 #pragma omp parallel
-                bpgen_max_pool1d_f32_part0(output, indices, input, C, D0, H0, K0, N, O0, P0);
+                bpgen_max_pool1d_f32_part0(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
             } else {
-                bpgen_max_pool1d_f32_part0(output, indices, input, C, D0, H0, K0, N, O0, P0);
+                bpgen_max_pool1d_f32_part0(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
             }
 #else
-            bpgen_max_pool1d_f32_part0(output, indices, input, C, D0, H0, K0, N, O0, P0);
+            bpgen_max_pool1d_f32_part0(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
 #endif
         } else {
             if (S0 == 2) {
 #ifdef _OPENMP
                 if (C*H0*N + 2*C*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_max_pool1d_f32_part1(output, indices, input, C, D0, H0, K0, N, O0, P0);
+                    bpgen_max_pool1d_f32_part1(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
                 } else {
-                    bpgen_max_pool1d_f32_part1(output, indices, input, C, D0, H0, K0, N, O0, P0);
+                    bpgen_max_pool1d_f32_part1(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
                 }
 #else
-                bpgen_max_pool1d_f32_part1(output, indices, input, C, D0, H0, K0, N, O0, P0);
+                bpgen_max_pool1d_f32_part1(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
 #endif
             } else {
 #ifdef _OPENMP
@@ -1068,22 +1965,22 @@ int64_t bpgen_max_pool1d_f32_workspace(int64_t C, int64_t D0, int64_t H0, int64_
 }
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool1d_f64_part0(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0)
+static void bpgen_max_pool1d_f64_part0(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
+    #pragma omp for schedule(static) collapse(1)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
-            int64_t vlo = P0;
-            int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+        int64_t vlo = P0;
+        int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+        for (int64_t c = 0; c <= -1; ++c) {
             for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
                 double best = (-INFINITY);
-                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - o0, D0)) - P0 + o0;
-                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - o0, D0));
-                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - o0 - 1, D0));
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + o0], D0*m0 - P0 + o0, 0);
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                 }
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
@@ -1141,11 +2038,11 @@ static void bpgen_max_pool1d_f64_part0(double *restrict output, int64_t *restric
             } else {
                 for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
                     double best = (-INFINITY);
-                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - o0, D0)) - P0 + o0;
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - o0 - 1, D0));
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                        bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + o0], D0*m0 - P0 + o0, 0);
+                        bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                     }
                     output[O0*(C*n + c) + o0] = best;
                     indices[O0*(C*n + c) + o0] = position;
@@ -1153,11 +2050,240 @@ static void bpgen_max_pool1d_f64_part0(double *restrict output, int64_t *restric
             }
             for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 double best = (-INFINITY);
-                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - o0, D0)) - P0 + o0;
-                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - o0, D0));
-                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - o0 - 1, D0));
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + o0], D0*m0 - P0 + o0, 0);
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+        }
+        for (int64_t c_b = 0, c_b_end = C - 2; c_b <= c_b_end; c_b += 2) {
+            int64_t vlo = P0;
+            int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                double best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_d(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_D) {
+                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position0 = bp_vtap_d(0);
+                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position1 = bp_vtap_d(0);
+                    bp_vd best2 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position2 = bp_vtap_d(0);
+                    bp_vd best3 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position3 = bp_vtap_d(0);
+                    int64_t xb0 = C*H0*n + H0*c_b - P0 + v0;
+                    int64_t xb1 = C*H0*n + H0*c_b + BP_LANES_D - P0 + v0;
+                    int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + v0;
+                    int64_t xb3 = C*H0*n + H0*c_b + H0 + BP_LANES_D - P0 + v0;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 1);
+                        bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                        bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), 1);
+                        bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                        bp_vd x2 = bp_vload_d(input + (D0*m0 + xb2), 1);
+                        bp_vselect_max_d(&best2, &position2, x2, D0*m0);
+                        bp_vd x3 = bp_vload_d(input + (D0*m0 + xb3), 1);
+                        bp_vselect_max_d(&best3, &position3, x3, D0*m0);
+                    }
+                    bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, best0);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*c_b + v0), &position0, -P0 + v0, 1);
+                    bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*c_b + v0), 1, best1);
+                    bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*c_b + v0), &position1, BP_LANES_D - P0 + v0, 1);
+                    bp_vstore_d(output + (C*O0*n + O0*(c_b + 1) + v0), 1, best2);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*(c_b + 1) + v0), &position2, -P0 + v0, 1);
+                    bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*(c_b + 1) + v0), 1, best3);
+                    bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*(c_b + 1) + v0), &position3, BP_LANES_D - P0 + v0, 1);
+                }
+                if (vhi - vrest + 1 > BP_LANES_D) {
+                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position0 = bp_vtap_d(0);
+                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position1 = bp_vtap_d(0);
+                    bp_vd best2 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position2 = bp_vtap_d(0);
+                    bp_vd best3 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position3 = bp_vtap_d(0);
+                    int64_t xb0 = C*H0*n + H0*c_b - P0 + vrest;
+                    int64_t xb1 = C*H0*n + H0*c_b - BP_LANES_D - P0 + vhi + 1;
+                    int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + vrest;
+                    int64_t xb3 = C*H0*n + H0*c_b + H0 - BP_LANES_D - P0 + vhi + 1;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 1);
+                        bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                        bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), 1);
+                        bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                        bp_vd x2 = bp_vload_d(input + (D0*m0 + xb2), 1);
+                        bp_vselect_max_d(&best2, &position2, x2, D0*m0);
+                        bp_vd x3 = bp_vload_d(input + (D0*m0 + xb3), 1);
+                        bp_vselect_max_d(&best3, &position3, x3, D0*m0);
+                    }
+                    bp_vstore_d(output + (C*O0*n + O0*c_b + vrest), 1, best0);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*c_b + vrest), &position0, -P0 + vrest, 1);
+                    bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), 1, best1);
+                    bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), &position1, -BP_LANES_D - P0 + vhi + 1, 1);
+                    bp_vstore_d(output + (C*O0*n + O0*(c_b + 1) + vrest), 1, best2);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*(c_b + 1) + vrest), &position2, -P0 + vrest, 1);
+                    bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), 1, best3);
+                    bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), &position3, -BP_LANES_D - P0 + vhi + 1, 1);
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c_b - BP_LANES_D - P0 + vhi + 1;
+                        int64_t xb1 = C*H0*n + H0*c_b + H0 - BP_LANES_D - P0 + vhi + 1;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 1);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), 1);
+                            bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), &position0, -BP_LANES_D - P0 + vhi + 1, 1);
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), &position1, -BP_LANES_D - P0 + vhi + 1, 1);
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    double best_1 = (-INFINITY);
+                    int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                        bp_select_max_d(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c_b) + o0] = best;
+                    indices[O0*(C*n + c_b) + o0] = position;
+                    output[O0*(C*n + c_b + 1) + o0] = best_1;
+                    indices[O0*(C*n + c_b + 1) + o0] = position_1;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                double best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_d(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+        }
+        int64_t urest = 2*bp_max(0, bp_floordiv(C, 2));
+        for (int64_t c = urest, c_end = C - 1; c <= c_end; ++c) {
+            int64_t vlo = P0;
+            int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_D) {
+                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position0 = bp_vtap_d(0);
+                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position1 = bp_vtap_d(0);
+                    int64_t xb0 = C*H0*n + H0*c - P0 + v0;
+                    int64_t xb1 = C*H0*n + H0*c + BP_LANES_D - P0 + v0;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 1);
+                        bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                        bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), 1);
+                        bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                    }
+                    bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best0);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position0, -P0 + v0, 1);
+                    bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*c + v0), 1, best1);
+                    bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*c + v0), &position1, BP_LANES_D - P0 + v0, 1);
+                }
+                if (vhi - vrest + 1 > BP_LANES_D) {
+                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position0 = bp_vtap_d(0);
+                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position1 = bp_vtap_d(0);
+                    int64_t xb0 = C*H0*n + H0*c - P0 + vrest;
+                    int64_t xb1 = C*H0*n + H0*c - BP_LANES_D - P0 + vhi + 1;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 1);
+                        bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                        bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), 1);
+                        bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                    }
+                    bp_vstore_d(output + (C*O0*n + O0*c + vrest), 1, best0);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*c + vrest), &position0, -P0 + vrest, 1);
+                    bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best1);
+                    bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position1, -BP_LANES_D - P0 + vhi + 1, 1);
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c - BP_LANES_D - P0 + vhi + 1;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 1);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position0, -BP_LANES_D - P0 + vhi + 1, 1);
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c) + o0] = best;
+                    indices[O0*(C*n + c) + o0] = position;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                 }
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
@@ -1168,22 +2294,22 @@ static void bpgen_max_pool1d_f64_part0(double *restrict output, int64_t *restric
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool1d_f64_part1(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0)
+static void bpgen_max_pool1d_f64_part1(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
+    #pragma omp for schedule(static) collapse(1)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+        int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+        for (int64_t c = 0; c <= -1; ++c) {
             for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
                 double best = (-INFINITY);
-                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - 2*o0, D0)) - P0 + 2*o0;
-                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - 2*o0, D0));
-                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - 2*o0 - 1, D0));
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + 2*o0], D0*m0 - P0 + 2*o0, 0);
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                 }
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
@@ -1241,11 +2367,11 @@ static void bpgen_max_pool1d_f64_part1(double *restrict output, int64_t *restric
             } else {
                 for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
                     double best = (-INFINITY);
-                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - 2*o0, D0)) - P0 + 2*o0;
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - 2*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - 2*o0 - 1, D0));
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                        bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + 2*o0], D0*m0 - P0 + 2*o0, 0);
+                        bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                     }
                     output[O0*(C*n + c) + o0] = best;
                     indices[O0*(C*n + c) + o0] = position;
@@ -1253,11 +2379,240 @@ static void bpgen_max_pool1d_f64_part1(double *restrict output, int64_t *restric
             }
             for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 double best = (-INFINITY);
-                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - 2*o0, D0)) - P0 + 2*o0;
-                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - 2*o0, D0));
-                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - 2*o0 - 1, D0));
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
-                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + 2*o0], D0*m0 - P0 + 2*o0, 0);
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+        }
+        for (int64_t c_b = 0, c_b_end = C - 2; c_b <= c_b_end; c_b += 2) {
+            int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                double best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_d(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_D) {
+                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position0 = bp_vtap_d(0);
+                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position1 = bp_vtap_d(0);
+                    bp_vd best2 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position2 = bp_vtap_d(0);
+                    bp_vd best3 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position3 = bp_vtap_d(0);
+                    int64_t xb0 = C*H0*n + H0*c_b - P0 + 2*v0;
+                    int64_t xb1 = C*H0*n + H0*c_b + 2*BP_LANES_D - P0 + 2*v0;
+                    int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + 2*v0;
+                    int64_t xb3 = C*H0*n + H0*c_b + H0 + 2*BP_LANES_D - P0 + 2*v0;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 2);
+                        bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                        bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), 2);
+                        bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                        bp_vd x2 = bp_vload_d(input + (D0*m0 + xb2), 2);
+                        bp_vselect_max_d(&best2, &position2, x2, D0*m0);
+                        bp_vd x3 = bp_vload_d(input + (D0*m0 + xb3), 2);
+                        bp_vselect_max_d(&best3, &position3, x3, D0*m0);
+                    }
+                    bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, best0);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*c_b + v0), &position0, -P0 + 2*v0, 2);
+                    bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*c_b + v0), 1, best1);
+                    bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*c_b + v0), &position1, 2*BP_LANES_D - P0 + 2*v0, 2);
+                    bp_vstore_d(output + (C*O0*n + O0*(c_b + 1) + v0), 1, best2);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*(c_b + 1) + v0), &position2, -P0 + 2*v0, 2);
+                    bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*(c_b + 1) + v0), 1, best3);
+                    bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*(c_b + 1) + v0), &position3, 2*BP_LANES_D - P0 + 2*v0, 2);
+                }
+                if (vhi - vrest + 1 > BP_LANES_D) {
+                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position0 = bp_vtap_d(0);
+                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position1 = bp_vtap_d(0);
+                    bp_vd best2 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position2 = bp_vtap_d(0);
+                    bp_vd best3 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position3 = bp_vtap_d(0);
+                    int64_t xb0 = C*H0*n + H0*c_b - P0 + 2*vrest;
+                    int64_t xb1 = C*H0*n + H0*c_b - 2*BP_LANES_D - P0 + 2*vhi + 2;
+                    int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + 2*vrest;
+                    int64_t xb3 = C*H0*n + H0*c_b + H0 - 2*BP_LANES_D - P0 + 2*vhi + 2;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 2);
+                        bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                        bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), 2);
+                        bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                        bp_vd x2 = bp_vload_d(input + (D0*m0 + xb2), 2);
+                        bp_vselect_max_d(&best2, &position2, x2, D0*m0);
+                        bp_vd x3 = bp_vload_d(input + (D0*m0 + xb3), 2);
+                        bp_vselect_max_d(&best3, &position3, x3, D0*m0);
+                    }
+                    bp_vstore_d(output + (C*O0*n + O0*c_b + vrest), 1, best0);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*c_b + vrest), &position0, -P0 + 2*vrest, 2);
+                    bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), 1, best1);
+                    bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), &position1, -2*BP_LANES_D - P0 + 2*vhi + 2, 2);
+                    bp_vstore_d(output + (C*O0*n + O0*(c_b + 1) + vrest), 1, best2);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*(c_b + 1) + vrest), &position2, -P0 + 2*vrest, 2);
+                    bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), 1, best3);
+                    bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), &position3, -2*BP_LANES_D - P0 + 2*vhi + 2, 2);
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c_b - 2*BP_LANES_D - P0 + 2*vhi + 2;
+                        int64_t xb1 = C*H0*n + H0*c_b + H0 - 2*BP_LANES_D - P0 + 2*vhi + 2;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 2);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), 2);
+                            bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), &position0, -2*BP_LANES_D - P0 + 2*vhi + 2, 2);
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), &position1, -2*BP_LANES_D - P0 + 2*vhi + 2, 2);
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    double best_1 = (-INFINITY);
+                    int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                        bp_select_max_d(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c_b) + o0] = best;
+                    indices[O0*(C*n + c_b) + o0] = position;
+                    output[O0*(C*n + c_b + 1) + o0] = best_1;
+                    indices[O0*(C*n + c_b + 1) + o0] = position_1;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                double best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_d(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+        }
+        int64_t urest = 2*bp_max(0, bp_floordiv(C, 2));
+        for (int64_t c = urest, c_end = C - 1; c <= c_end; ++c) {
+            int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_D) {
+                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position0 = bp_vtap_d(0);
+                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position1 = bp_vtap_d(0);
+                    int64_t xb0 = C*H0*n + H0*c - P0 + 2*v0;
+                    int64_t xb1 = C*H0*n + H0*c + 2*BP_LANES_D - P0 + 2*v0;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 2);
+                        bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                        bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), 2);
+                        bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                    }
+                    bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best0);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position0, -P0 + 2*v0, 2);
+                    bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*c + v0), 1, best1);
+                    bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*c + v0), &position1, 2*BP_LANES_D - P0 + 2*v0, 2);
+                }
+                if (vhi - vrest + 1 > BP_LANES_D) {
+                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position0 = bp_vtap_d(0);
+                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                    bp_vdp position1 = bp_vtap_d(0);
+                    int64_t xb0 = C*H0*n + H0*c - P0 + 2*vrest;
+                    int64_t xb1 = C*H0*n + H0*c - 2*BP_LANES_D - P0 + 2*vhi + 2;
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 2);
+                        bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                        bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), 2);
+                        bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                    }
+                    bp_vstore_d(output + (C*O0*n + O0*c + vrest), 1, best0);
+                    bp_vstore_index_d(indices + (C*O0*n + O0*c + vrest), &position0, -P0 + 2*vrest, 2);
+                    bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best1);
+                    bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position1, -2*BP_LANES_D - P0 + 2*vhi + 2, 2);
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c - 2*BP_LANES_D - P0 + 2*vhi + 2;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 2);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position0, -2*BP_LANES_D - P0 + 2*vhi + 2, 2);
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c) + o0] = best;
+                    indices[O0*(C*n + c) + o0] = position;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
                 }
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
@@ -1271,10 +2626,449 @@ static void bpgen_max_pool1d_f64_part1(double *restrict output, int64_t *restric
 static void bpgen_max_pool1d_f64_part2(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(2)
+    #pragma omp for schedule(static) collapse(1)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
+        int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+        for (int64_t c = 0; c <= -1; ++c) {
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_D) {
+                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                    if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S0 >= 3 && BP_LANES_D >= 16) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        int64_t cols0_0 = bp_lane_mask_d(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
+                        int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P0 - S0*v0, H0 - 2*BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S0 + P0 - S0*v0, H0 - BP_LANES_D*S0 + P0 - S0*v0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S0 - BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D*S0 - BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*v0 - 1);
+                        bp_vd r0_0 = bp_vload_masked_d(input, C*H0*n + H0*c - P0 + S0*v0, 1, cols0_0);
+                        bp_vd r1_0 = bp_vload_masked_d(input, C*H0*n + H0*c + BP_LANES_D - P0 + S0*v0, 1, cols1_0);
+                        bp_vd r2_0 = bp_vload_masked_d(input, C*H0*n + H0*c + 2*BP_LANES_D - P0 + S0*v0, 1, cols2_0);
+                        bp_vd r0_1 = bp_vload_masked_d(input, C*H0*n + H0*c - P0 + S0*(BP_LANES_D + v0), 1, cols0_1);
+                        bp_vd r1_1 = bp_vload_masked_d(input, C*H0*n + H0*c + BP_LANES_D - P0 + S0*(BP_LANES_D + v0), 1, cols1_1);
+                        bp_vd r2_1 = bp_vload_masked_d(input, C*H0*n + H0*c + 2*BP_LANES_D - P0 + S0*(BP_LANES_D + v0), 1, cols2_1);
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D0*m0, S0);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D0*m0, S0);
+                            bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position0, -P0 + S0*v0, S0);
+                        bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*c + v0), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*c + v0), &position1, BP_LANES_D*S0 - P0 + S0*v0, S0);
+                    } else {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c - P0 + S0*v0;
+                        int64_t xb1 = C*H0*n + H0*c + BP_LANES_D*S0 - P0 + S0*v0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), S0);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), S0);
+                            bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position0, -P0 + S0*v0, S0);
+                        bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*c + v0), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*c + v0), &position1, BP_LANES_D*S0 - P0 + S0*v0, S0);
+                    }
+                }
+                if (vhi - vrest + 1 > BP_LANES_D) {
+                    if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S0 >= 3 && BP_LANES_D >= 16) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        int64_t cols0_0 = bp_lane_mask_d(P0 - S0*vrest, H0 + P0 - S0*vrest - 1);
+                        int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P0 - S0*vrest, H0 - BP_LANES_D + P0 - S0*vrest - 1);
+                        int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P0 - S0*vrest, H0 - 2*BP_LANES_D + P0 - S0*vrest - 1);
+                        int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 + P0 - S0*vhi - S0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                        bp_vd r0_0 = bp_vload_masked_d(input, C*H0*n + H0*c - P0 + S0*vrest, 1, cols0_0);
+                        bp_vd r1_0 = bp_vload_masked_d(input, C*H0*n + H0*c + BP_LANES_D - P0 + S0*vrest, 1, cols1_0);
+                        bp_vd r2_0 = bp_vload_masked_d(input, C*H0*n + H0*c + 2*BP_LANES_D - P0 + S0*vrest, 1, cols2_0);
+                        bp_vd r0_1 = bp_vload_masked_d(input, C*H0*n + H0*c - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols0_1);
+                        bp_vd r1_1 = bp_vload_masked_d(input, C*H0*n + H0*c + BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols1_1);
+                        bp_vd r2_1 = bp_vload_masked_d(input, C*H0*n + H0*c + 2*BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols2_1);
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D0*m0, S0);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D0*m0, S0);
+                            bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n + O0*c + vrest), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*c + vrest), &position0, -P0 + S0*vrest, S0);
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position1, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                    } else {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c - P0 + S0*vrest;
+                        int64_t xb1 = C*H0*n + H0*c - BP_LANES_D*S0 - P0 + S0*vhi + S0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), S0);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), S0);
+                            bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n + O0*c + vrest), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*c + vrest), &position0, -P0 + S0*vrest, S0);
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position1, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                    }
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S0 >= 3 && BP_LANES_D >= 16) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(0);
+                            int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 + P0 - S0*vhi - S0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                            bp_vd r0_0 = bp_vload_masked_d(input, C*H0*n + H0*c - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols0_0);
+                            bp_vd r1_0 = bp_vload_masked_d(input, C*H0*n + H0*c + BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols1_0);
+                            bp_vd r2_0 = bp_vload_masked_d(input, C*H0*n + H0*c + 2*BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols2_0);
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D0*m0, S0);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            }
+                            bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position0, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                        } else {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(0);
+                            int64_t xb0 = C*H0*n + H0*c - BP_LANES_D*S0 - P0 + S0*vhi + S0;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), S0);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            }
+                            bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position0, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                        }
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c) + o0] = best;
+                    indices[O0*(C*n + c) + o0] = position;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c) + o0] = best;
+                indices[O0*(C*n + c) + o0] = position;
+            }
+        }
+        for (int64_t c_b = 0, c_b_end = C - 2; c_b <= c_b_end; c_b += 2) {
+            int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+            for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                double best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_d(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+            if (vhi - vlo + 1 >= BP_LANES_D) {
+                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                    if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S0 >= 3 && BP_LANES_D >= 16) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        bp_vd best2 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position2 = bp_vtap_d(0);
+                        bp_vd best3 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position3 = bp_vtap_d(0);
+                        int64_t cols0_0 = bp_lane_mask_d(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
+                        int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P0 - S0*v0, H0 - 2*BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S0 + P0 - S0*v0, H0 - BP_LANES_D*S0 + P0 - S0*v0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S0 - BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D*S0 - BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols0_2 = bp_lane_mask_d(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
+                        int64_t cols1_2 = bp_lane_mask_d(-BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols2_2 = bp_lane_mask_d(-2*BP_LANES_D + P0 - S0*v0, H0 - 2*BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols0_3 = bp_lane_mask_d(-BP_LANES_D*S0 + P0 - S0*v0, H0 - BP_LANES_D*S0 + P0 - S0*v0 - 1);
+                        int64_t cols1_3 = bp_lane_mask_d(-BP_LANES_D*S0 - BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D*S0 - BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols2_3 = bp_lane_mask_d(-BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*v0 - 1);
+                        bp_vd r0_0 = bp_vload_masked_d(input, C*H0*n + H0*c_b - P0 + S0*v0, 1, cols0_0);
+                        bp_vd r1_0 = bp_vload_masked_d(input, C*H0*n + H0*c_b + BP_LANES_D - P0 + S0*v0, 1, cols1_0);
+                        bp_vd r2_0 = bp_vload_masked_d(input, C*H0*n + H0*c_b + 2*BP_LANES_D - P0 + S0*v0, 1, cols2_0);
+                        bp_vd r0_1 = bp_vload_masked_d(input, C*H0*n + H0*c_b - P0 + S0*(BP_LANES_D + v0), 1, cols0_1);
+                        bp_vd r1_1 = bp_vload_masked_d(input, C*H0*n + H0*c_b + BP_LANES_D - P0 + S0*(BP_LANES_D + v0), 1, cols1_1);
+                        bp_vd r2_1 = bp_vload_masked_d(input, C*H0*n + H0*c_b + 2*BP_LANES_D - P0 + S0*(BP_LANES_D + v0), 1, cols2_1);
+                        bp_vd r0_2 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) - P0 + S0*v0, 1, cols0_2);
+                        bp_vd r1_2 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) + BP_LANES_D - P0 + S0*v0, 1, cols1_2);
+                        bp_vd r2_2 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) + 2*BP_LANES_D - P0 + S0*v0, 1, cols2_2);
+                        bp_vd r0_3 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) - P0 + S0*(BP_LANES_D + v0), 1, cols0_3);
+                        bp_vd r1_3 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) + BP_LANES_D - P0 + S0*(BP_LANES_D + v0), 1, cols1_3);
+                        bp_vd r2_3 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) + 2*BP_LANES_D - P0 + S0*(BP_LANES_D + v0), 1, cols2_3);
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D0*m0, S0);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D0*m0, S0);
+                            bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                            bp_vd x2 = bp_vtaps_d(r0_2, r1_2, r2_2, D0*m0, S0);
+                            bp_vselect_max_d(&best2, &position2, x2, D0*m0);
+                            bp_vd x3 = bp_vtaps_d(r0_3, r1_3, r2_3, D0*m0, S0);
+                            bp_vselect_max_d(&best3, &position3, x3, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*c_b + v0), &position0, -P0 + S0*v0, S0);
+                        bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*c_b + v0), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*c_b + v0), &position1, BP_LANES_D*S0 - P0 + S0*v0, S0);
+                        bp_vstore_d(output + (C*O0*n + O0*(c_b + 1) + v0), 1, best2);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*(c_b + 1) + v0), &position2, -P0 + S0*v0, S0);
+                        bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*(c_b + 1) + v0), 1, best3);
+                        bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*(c_b + 1) + v0), &position3, BP_LANES_D*S0 - P0 + S0*v0, S0);
+                    } else {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        bp_vd best2 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position2 = bp_vtap_d(0);
+                        bp_vd best3 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position3 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c_b - P0 + S0*v0;
+                        int64_t xb1 = C*H0*n + H0*c_b + BP_LANES_D*S0 - P0 + S0*v0;
+                        int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + S0*v0;
+                        int64_t xb3 = C*H0*n + H0*c_b + H0 + BP_LANES_D*S0 - P0 + S0*v0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), S0);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), S0);
+                            bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                            bp_vd x2 = bp_vload_d(input + (D0*m0 + xb2), S0);
+                            bp_vselect_max_d(&best2, &position2, x2, D0*m0);
+                            bp_vd x3 = bp_vload_d(input + (D0*m0 + xb3), S0);
+                            bp_vselect_max_d(&best3, &position3, x3, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*c_b + v0), &position0, -P0 + S0*v0, S0);
+                        bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*c_b + v0), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*c_b + v0), &position1, BP_LANES_D*S0 - P0 + S0*v0, S0);
+                        bp_vstore_d(output + (C*O0*n + O0*(c_b + 1) + v0), 1, best2);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*(c_b + 1) + v0), &position2, -P0 + S0*v0, S0);
+                        bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*(c_b + 1) + v0), 1, best3);
+                        bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*(c_b + 1) + v0), &position3, BP_LANES_D*S0 - P0 + S0*v0, S0);
+                    }
+                }
+                if (vhi - vrest + 1 > BP_LANES_D) {
+                    if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S0 >= 3 && BP_LANES_D >= 16) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        bp_vd best2 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position2 = bp_vtap_d(0);
+                        bp_vd best3 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position3 = bp_vtap_d(0);
+                        int64_t cols0_0 = bp_lane_mask_d(P0 - S0*vrest, H0 + P0 - S0*vrest - 1);
+                        int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P0 - S0*vrest, H0 - BP_LANES_D + P0 - S0*vrest - 1);
+                        int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P0 - S0*vrest, H0 - 2*BP_LANES_D + P0 - S0*vrest - 1);
+                        int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 + P0 - S0*vhi - S0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                        int64_t cols0_2 = bp_lane_mask_d(P0 - S0*vrest, H0 + P0 - S0*vrest - 1);
+                        int64_t cols1_2 = bp_lane_mask_d(-BP_LANES_D + P0 - S0*vrest, H0 - BP_LANES_D + P0 - S0*vrest - 1);
+                        int64_t cols2_2 = bp_lane_mask_d(-2*BP_LANES_D + P0 - S0*vrest, H0 - 2*BP_LANES_D + P0 - S0*vrest - 1);
+                        int64_t cols0_3 = bp_lane_mask_d(BP_LANES_D*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 + P0 - S0*vhi - S0 - 1);
+                        int64_t cols1_3 = bp_lane_mask_d(BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                        int64_t cols2_3 = bp_lane_mask_d(BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                        bp_vd r0_0 = bp_vload_masked_d(input, C*H0*n + H0*c_b - P0 + S0*vrest, 1, cols0_0);
+                        bp_vd r1_0 = bp_vload_masked_d(input, C*H0*n + H0*c_b + BP_LANES_D - P0 + S0*vrest, 1, cols1_0);
+                        bp_vd r2_0 = bp_vload_masked_d(input, C*H0*n + H0*c_b + 2*BP_LANES_D - P0 + S0*vrest, 1, cols2_0);
+                        bp_vd r0_1 = bp_vload_masked_d(input, C*H0*n + H0*c_b - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols0_1);
+                        bp_vd r1_1 = bp_vload_masked_d(input, C*H0*n + H0*c_b + BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols1_1);
+                        bp_vd r2_1 = bp_vload_masked_d(input, C*H0*n + H0*c_b + 2*BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols2_1);
+                        bp_vd r0_2 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) - P0 + S0*vrest, 1, cols0_2);
+                        bp_vd r1_2 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) + BP_LANES_D - P0 + S0*vrest, 1, cols1_2);
+                        bp_vd r2_2 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) + 2*BP_LANES_D - P0 + S0*vrest, 1, cols2_2);
+                        bp_vd r0_3 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols0_3);
+                        bp_vd r1_3 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) + BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols1_3);
+                        bp_vd r2_3 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) + 2*BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols2_3);
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D0*m0, S0);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D0*m0, S0);
+                            bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                            bp_vd x2 = bp_vtaps_d(r0_2, r1_2, r2_2, D0*m0, S0);
+                            bp_vselect_max_d(&best2, &position2, x2, D0*m0);
+                            bp_vd x3 = bp_vtaps_d(r0_3, r1_3, r2_3, D0*m0, S0);
+                            bp_vselect_max_d(&best3, &position3, x3, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n + O0*c_b + vrest), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*c_b + vrest), &position0, -P0 + S0*vrest, S0);
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), &position1, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                        bp_vstore_d(output + (C*O0*n + O0*(c_b + 1) + vrest), 1, best2);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*(c_b + 1) + vrest), &position2, -P0 + S0*vrest, S0);
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), 1, best3);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), &position3, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                    } else {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        bp_vd best2 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position2 = bp_vtap_d(0);
+                        bp_vd best3 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position3 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c_b - P0 + S0*vrest;
+                        int64_t xb1 = C*H0*n + H0*c_b - BP_LANES_D*S0 - P0 + S0*vhi + S0;
+                        int64_t xb2 = C*H0*n + H0*c_b + H0 - P0 + S0*vrest;
+                        int64_t xb3 = C*H0*n + H0*c_b + H0 - BP_LANES_D*S0 - P0 + S0*vhi + S0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), S0);
+                            bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                            bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), S0);
+                            bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                            bp_vd x2 = bp_vload_d(input + (D0*m0 + xb2), S0);
+                            bp_vselect_max_d(&best2, &position2, x2, D0*m0);
+                            bp_vd x3 = bp_vload_d(input + (D0*m0 + xb3), S0);
+                            bp_vselect_max_d(&best3, &position3, x3, D0*m0);
+                        }
+                        bp_vstore_d(output + (C*O0*n + O0*c_b + vrest), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*c_b + vrest), &position0, -P0 + S0*vrest, S0);
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), &position1, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                        bp_vstore_d(output + (C*O0*n + O0*(c_b + 1) + vrest), 1, best2);
+                        bp_vstore_index_d(indices + (C*O0*n + O0*(c_b + 1) + vrest), &position2, -P0 + S0*vrest, S0);
+                        bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), 1, best3);
+                        bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), &position3, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                    }
+                } else {
+                    if (vhi - vrest + 1 > 0) {
+                        if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S0 >= 3 && BP_LANES_D >= 16) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(0);
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(0);
+                            int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 + P0 - S0*vhi - S0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                            int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 + P0 - S0*vhi - S0 - 1);
+                            int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                            int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                            bp_vd r0_0 = bp_vload_masked_d(input, C*H0*n + H0*c_b - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols0_0);
+                            bp_vd r1_0 = bp_vload_masked_d(input, C*H0*n + H0*c_b + BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols1_0);
+                            bp_vd r2_0 = bp_vload_masked_d(input, C*H0*n + H0*c_b + 2*BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols2_0);
+                            bp_vd r0_1 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols0_1);
+                            bp_vd r1_1 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) + BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols1_1);
+                            bp_vd r2_1 = bp_vload_masked_d(input, C*H0*n + H0*(c_b + 1) + 2*BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols2_1);
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D0*m0, S0);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                                bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D0*m0, S0);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                            }
+                            bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), &position0, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                            bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), &position1, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                        } else {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(0);
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(0);
+                            int64_t xb0 = C*H0*n + H0*c_b - BP_LANES_D*S0 - P0 + S0*vhi + S0;
+                            int64_t xb1 = C*H0*n + H0*c_b + H0 - BP_LANES_D*S0 - P0 + S0*vhi + S0;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), S0);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*m0);
+                                bp_vd x1 = bp_vload_d(input + (D0*m0 + xb1), S0);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*m0);
+                            }
+                            bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c_b + vhi + 1), &position0, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                            bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*(c_b + 1) + vhi + 1), &position1, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                        }
+                    }
+                }
+            } else {
+                for (int64_t o0 = vlo; o0 <= vhi; ++o0) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    double best_1 = (-INFINITY);
+                    int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                        bp_select_max_d(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    }
+                    output[O0*(C*n + c_b) + o0] = best;
+                    indices[O0*(C*n + c_b) + o0] = position;
+                    output[O0*(C*n + c_b + 1) + o0] = best_1;
+                    indices[O0*(C*n + c_b + 1) + o0] = position_1;
+                }
+            }
+            for (int64_t o0 = bp_max(0, vhi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                double best = (-INFINITY);
+                int64_t position = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                double best_1 = (-INFINITY);
+                int64_t position_1 = D0*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) - P0 + S0*o0;
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                    bp_select_max_d(&best, &position, input[D0*m0 + H0*(C*n + c_b) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                    bp_select_max_d(&best_1, &position_1, input[D0*m0 + H0*(C*n + c_b + 1) - P0 + S0*o0], D0*m0 - P0 + S0*o0, 0);
+                }
+                output[O0*(C*n + c_b) + o0] = best;
+                indices[O0*(C*n + c_b) + o0] = position;
+                output[O0*(C*n + c_b + 1) + o0] = best_1;
+                indices[O0*(C*n + c_b + 1) + o0] = position_1;
+            }
+        }
+        int64_t urest = 2*bp_max(0, bp_floordiv(C, 2));
+        for (int64_t c = urest, c_end = C - 1; c <= c_end; ++c) {
             int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
             int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
             for (int64_t o0 = 0, o0_end = bp_min(O0, vlo) - 1; o0 <= o0_end; ++o0) {
@@ -1507,24 +3301,24 @@ int bpgen_max_pool1d_f64(double *restrict output, int64_t *restrict indices, con
 #ifdef _OPENMP
             if (C*H0*N + 2*C*N*O0 >= 32768) {
                 #pragma omp parallel
-                bpgen_max_pool1d_f64_part0(output, indices, input, C, D0, H0, K0, N, O0, P0);
+                bpgen_max_pool1d_f64_part0(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
             } else {
-                bpgen_max_pool1d_f64_part0(output, indices, input, C, D0, H0, K0, N, O0, P0);
+                bpgen_max_pool1d_f64_part0(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
             }
 #else
-            bpgen_max_pool1d_f64_part0(output, indices, input, C, D0, H0, K0, N, O0, P0);
+            bpgen_max_pool1d_f64_part0(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
 #endif
         } else {
             if (S0 == 2) {
 #ifdef _OPENMP
                 if (C*H0*N + 2*C*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_max_pool1d_f64_part1(output, indices, input, C, D0, H0, K0, N, O0, P0);
+                    bpgen_max_pool1d_f64_part1(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
                 } else {
-                    bpgen_max_pool1d_f64_part1(output, indices, input, C, D0, H0, K0, N, O0, P0);
+                    bpgen_max_pool1d_f64_part1(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
                 }
 #else
-                bpgen_max_pool1d_f64_part1(output, indices, input, C, D0, H0, K0, N, O0, P0);
+                bpgen_max_pool1d_f64_part1(output, indices, input, C, D0, H0, K0, N, O0, P0, S0);
 #endif
             } else {
 #ifdef _OPENMP
@@ -10478,26 +12272,27 @@ int64_t bpgen_avg_pool1d_backward_f64_workspace(int64_t C, int64_t H0, int64_t K
 }
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool2d_f32_part0(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+static void bpgen_max_pool2d_f32_part0(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(3)
+    #pragma omp for schedule(static) collapse(2)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                int64_t vlo = P1;
-                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+            int64_t o0_hi = bp_min(O0, bp_max(0, bp_ceildiv(P0, S0))) - 1;
+            int64_t vlo = P1;
+            int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+            for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
                 int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                 int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
                     float best = (-INFINITY);
-                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - o1, D1)) - H1*P0 + H1*S0*o0 - P1 + o1;
-                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - o1, D1));
-                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - o1 - 1, D1));
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + o1, 0);
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                         }
                     }
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -10570,12 +12365,12 @@ static void bpgen_max_pool2d_f32_part0(float *restrict output, int64_t *restrict
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
                         float best = (-INFINITY);
-                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - o1, D1)) - H1*P0 + H1*S0*o0 - P1 + o1;
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - o1 - 1, D1));
+                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                                bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + o1, 0);
+                                bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                             }
                         }
                         output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -10584,14 +12379,281 @@ static void bpgen_max_pool2d_f32_part0(float *restrict output, int64_t *restrict
                 }
                 for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     float best = (-INFINITY);
-                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - o1, D1)) - H1*P0 + H1*S0*o0 - P1 + o1;
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - o1, D1));
-                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - o1 - 1, D1));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + o1, 0);
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+            }
+            int64_t o0_b_lo = bp_max(0, bp_ceildiv(P0, S0));
+            int64_t o0_b_hi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) - 1;
+            for (int64_t o0_b = o0_b_lo; o0_b <= o0_b_hi; o0_b += 2) {
+                int64_t vlo = P1;
+                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    float best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_f(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_F) {
+                    int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        bp_vf best2 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position2 = bp_vtap_f(0);
+                        bp_vf best3 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position3 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + v0;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_F - P1 + v0;
+                        int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + v0;
+                        int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 + BP_LANES_F - P1 + v0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), 1);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                bp_vf x2 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb2), 1);
+                                bp_vselect_max_f(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                bp_vf x3 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb3), 1);
+                                bp_vselect_max_f(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), &position0, -H1*P0 + H1*S0*o0_b - P1 + v0, 1);
+                        bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0_b + v0), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0_b + v0), &position1, -H1*P0 + H1*S0*o0_b + BP_LANES_F - P1 + v0, 1);
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), 1, best2);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + v0, 1);
+                        bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + v0), 1, best3);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + v0), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 + BP_LANES_F - P1 + v0, 1);
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_F) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        bp_vf best2 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position2 = bp_vtap_f(0);
+                        bp_vf best3 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position3 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + vrest;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - BP_LANES_F - P1 + vhi + 1;
+                        int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + vrest;
+                        int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_F - P1 + vhi + 1;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), 1);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                bp_vf x2 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb2), 1);
+                                bp_vselect_max_f(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                bp_vf x3 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb3), 1);
+                                bp_vselect_max_f(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), &position0, -H1*P0 + H1*S0*o0_b - P1 + vrest, 1);
+                        bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b - BP_LANES_F - P1 + vhi + 1, 1);
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), 1, best2);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + vrest, 1);
+                        bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best3);
+                        bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_F - P1 + vhi + 1, 1);
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(0);
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(0);
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - BP_LANES_F - P1 + vhi + 1;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_F - P1 + vhi + 1;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), 1);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), &position0, -H1*P0 + H1*S0*o0_b - BP_LANES_F - P1 + vhi + 1, 1);
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_F - P1 + vhi + 1, 1);
+                        }
+                    }
+                } else {
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        float best = (-INFINITY);
+                        int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                        float best_1 = (-INFINITY);
+                        int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                                bp_select_max_f(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                        output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                        indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    float best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_f(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+            }
+            int64_t urest = bp_max(0, bp_ceildiv(P0, S0)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P0, S0)) + bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) + 1, 2));
+            for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                int64_t vlo = P1;
+                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_F) {
+                    int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + v0;
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), 1);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0, -H1*P0 + H1*S0*o0 - P1 + v0, 1);
+                        bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), &position1, -H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + v0, 1);
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_F) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + vrest;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F - P1 + vhi + 1;
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), 1);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0, -H1*P0 + H1*S0*o0 - P1 + vrest, 1);
+                        bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - BP_LANES_F - P1 + vhi + 1, 1);
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F - P1 + vhi + 1;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position0, -H1*P0 + H1*S0*o0 - BP_LANES_F - P1 + vhi + 1, 1);
+                        }
+                    }
+                } else {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                         }
                     }
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -10604,26 +12666,27 @@ static void bpgen_max_pool2d_f32_part0(float *restrict output, int64_t *restrict
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool2d_f32_part1(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+static void bpgen_max_pool2d_f32_part1(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(3)
+    #pragma omp for schedule(static) collapse(2)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
-                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
+            int64_t o0_hi = bp_min(O0, bp_max(0, bp_ceildiv(P0, S0))) - 1;
+            int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
+            for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
                 int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                 int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
                     float best = (-INFINITY);
-                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - 2*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + 2*o1;
-                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - 2*o1, D1));
-                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - 2*o1 - 1, D1));
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + 2*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*o1, 0);
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                         }
                     }
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -10696,12 +12759,12 @@ static void bpgen_max_pool2d_f32_part1(float *restrict output, int64_t *restrict
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
                         float best = (-INFINITY);
-                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - 2*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + 2*o1;
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - 2*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - 2*o1 - 1, D1));
+                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                                bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + 2*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*o1, 0);
+                                bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                             }
                         }
                         output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -10710,14 +12773,281 @@ static void bpgen_max_pool2d_f32_part1(float *restrict output, int64_t *restrict
                 }
                 for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     float best = (-INFINITY);
-                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - 2*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + 2*o1;
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - 2*o1, D1));
-                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - 2*o1 - 1, D1));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + 2*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*o1, 0);
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+            }
+            int64_t o0_b_lo = bp_max(0, bp_ceildiv(P0, S0));
+            int64_t o0_b_hi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) - 1;
+            for (int64_t o0_b = o0_b_lo; o0_b <= o0_b_hi; o0_b += 2) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    float best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_f(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_F) {
+                    int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        bp_vf best2 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position2 = bp_vtap_f(0);
+                        bp_vf best3 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position3 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + 2*v0;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_F - P1 + 2*v0;
+                        int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + 2*v0;
+                        int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 + 2*BP_LANES_F - P1 + 2*v0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), 2);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                bp_vf x2 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb2), 2);
+                                bp_vselect_max_f(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                bp_vf x3 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb3), 2);
+                                bp_vselect_max_f(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), &position0, -H1*P0 + H1*S0*o0_b - P1 + 2*v0, 2);
+                        bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0_b + v0), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0_b + v0), &position1, -H1*P0 + H1*S0*o0_b + 2*BP_LANES_F - P1 + 2*v0, 2);
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), 1, best2);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + 2*v0, 2);
+                        bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + v0), 1, best3);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + v0), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 + 2*BP_LANES_F - P1 + 2*v0, 2);
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_F) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(0);
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(0);
+                        bp_vf best2 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position2 = bp_vtap_f(0);
+                        bp_vf best3 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position3 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + 2*vrest;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - 2*BP_LANES_F - P1 + 2*vhi + 2;
+                        int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + 2*vrest;
+                        int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - 2*BP_LANES_F - P1 + 2*vhi + 2;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), 2);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                bp_vf x2 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb2), 2);
+                                bp_vselect_max_f(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                bp_vf x3 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb3), 2);
+                                bp_vselect_max_f(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), &position0, -H1*P0 + H1*S0*o0_b - P1 + 2*vrest, 2);
+                        bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b - 2*BP_LANES_F - P1 + 2*vhi + 2, 2);
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), 1, best2);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + 2*vrest, 2);
+                        bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best3);
+                        bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 - 2*BP_LANES_F - P1 + 2*vhi + 2, 2);
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(0);
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(0);
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - 2*BP_LANES_F - P1 + 2*vhi + 2;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - 2*BP_LANES_F - P1 + 2*vhi + 2;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), 2);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), &position0, -H1*P0 + H1*S0*o0_b - 2*BP_LANES_F - P1 + 2*vhi + 2, 2);
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b + H1*S0 - 2*BP_LANES_F - P1 + 2*vhi + 2, 2);
+                        }
+                    }
+                } else {
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        float best = (-INFINITY);
+                        int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                        float best_1 = (-INFINITY);
+                        int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                                bp_select_max_f(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                        output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                        indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    float best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_f(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+            }
+            int64_t urest = bp_max(0, bp_ceildiv(P0, S0)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P0, S0)) + bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) + 1, 2));
+            for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_F) {
+                    int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*v0;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + 2*v0;
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), 2);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0, -H1*P0 + H1*S0*o0 - P1 + 2*v0, 2);
+                        bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), &position1, -H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + 2*v0, 2);
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_F) {
+                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                        bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*vrest;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_F - P1 + 2*vhi + 2;
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), 2);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0, -H1*P0 + H1*S0*o0 - P1 + 2*vrest, 2);
+                        bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                        bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - 2*BP_LANES_F - P1 + 2*vhi + 2, 2);
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_F - P1 + 2*vhi + 2;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position0, -H1*P0 + H1*S0*o0 - 2*BP_LANES_F - P1 + 2*vhi + 2, 2);
+                        }
+                    }
+                } else {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                         }
                     }
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -10733,11 +13063,505 @@ static void bpgen_max_pool2d_f32_part1(float *restrict output, int64_t *restrict
 static void bpgen_max_pool2d_f32_part2(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(3)
+    #pragma omp for schedule(static) collapse(2)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+            int64_t o0_hi = bp_min(O0, bp_max(0, bp_ceildiv(P0, S0))) - 1;
+            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
+            for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_F) {
+                    int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                        if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S1 >= 3 && BP_LANES_F >= 16) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t cols0_0 = bp_lane_mask_f(P1 - S1*v0, H1 + P1 - S1*v0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P1 - S1*v0, H1 - 2*BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S1 + P1 - S1*v0, H1 - BP_LANES_F*S1 + P1 - S1*v0 - 1);
+                            int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S1 - BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F*S1 - BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*v0 - 1);
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0, 1, cols0_0);
+                                bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + S1*v0, 1, cols1_0);
+                                bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + S1*v0, 1, cols2_0);
+                                bp_vf r0_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*(BP_LANES_F + v0), 1, cols0_1);
+                                bp_vf r1_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + S1*(BP_LANES_F + v0), 1, cols1_1);
+                                bp_vf r2_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + S1*(BP_LANES_F + v0), 1, cols2_1);
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D1*m1, S1);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D1*m1, S1);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0, -H1*P0 + H1*S0*o0 - P1 + S1*v0, S1);
+                            bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), &position1, -H1*P0 + H1*S0*o0 + BP_LANES_F*S1 - P1 + S1*v0, S1);
+                        } else {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F*S1 - P1 + S1*v0;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), S1);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0, -H1*P0 + H1*S0*o0 - P1 + S1*v0, S1);
+                            bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), &position1, -H1*P0 + H1*S0*o0 + BP_LANES_F*S1 - P1 + S1*v0, S1);
+                        }
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_F) {
+                        if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S1 >= 3 && BP_LANES_F >= 16) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t cols0_0 = bp_lane_mask_f(P1 - S1*vrest, H1 + P1 - S1*vrest - 1);
+                            int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P1 - S1*vrest, H1 - BP_LANES_F + P1 - S1*vrest - 1);
+                            int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P1 - S1*vrest, H1 - 2*BP_LANES_F + P1 - S1*vrest - 1);
+                            int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 + P1 - S1*vhi - S1 - 1);
+                            int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                            int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest, 1, cols0_0);
+                                bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + S1*vrest, 1, cols1_0);
+                                bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + S1*vrest, 1, cols2_0);
+                                bp_vf r0_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols0_1);
+                                bp_vf r1_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols1_1);
+                                bp_vf r2_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols2_1);
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D1*m1, S1);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D1*m1, S1);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0, -H1*P0 + H1*S0*o0 - P1 + S1*vrest, S1);
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                        } else {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), S1);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0, -H1*P0 + H1*S0*o0 - P1 + S1*vrest, S1);
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                        }
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S1 >= 3 && BP_LANES_F >= 16) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 + P1 - S1*vhi - S1 - 1);
+                                int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                                int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols0_0);
+                                    bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols1_0);
+                                    bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols2_0);
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D1*m1, S1);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position0, -H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                            } else {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position0, -H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                            }
+                        }
+                    }
+                } else {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+            }
+            int64_t o0_b_lo = bp_max(0, bp_ceildiv(P0, S0));
+            int64_t o0_b_hi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) - 1;
+            for (int64_t o0_b = o0_b_lo; o0_b <= o0_b_hi; o0_b += 2) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    float best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_f(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_F) {
+                    int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                        if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S1 >= 3 && BP_LANES_F >= 16) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(0);
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(0);
+                            bp_vf best2 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position2 = bp_vtap_f(0);
+                            bp_vf best3 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position3 = bp_vtap_f(0);
+                            int64_t cols0_0 = bp_lane_mask_f(P1 - S1*v0, H1 + P1 - S1*v0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P1 - S1*v0, H1 - 2*BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S1 + P1 - S1*v0, H1 - BP_LANES_F*S1 + P1 - S1*v0 - 1);
+                            int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S1 - BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F*S1 - BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols0_2 = bp_lane_mask_f(P1 - S1*v0, H1 + P1 - S1*v0 - 1);
+                            int64_t cols1_2 = bp_lane_mask_f(-BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols2_2 = bp_lane_mask_f(-2*BP_LANES_F + P1 - S1*v0, H1 - 2*BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols0_3 = bp_lane_mask_f(-BP_LANES_F*S1 + P1 - S1*v0, H1 - BP_LANES_F*S1 + P1 - S1*v0 - 1);
+                            int64_t cols1_3 = bp_lane_mask_f(-BP_LANES_F*S1 - BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F*S1 - BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols2_3 = bp_lane_mask_f(-BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*v0 - 1);
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*v0, 1, cols0_0);
+                                bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_F - P1 + S1*v0, 1, cols1_0);
+                                bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_F - P1 + S1*v0, 1, cols2_0);
+                                bp_vf r0_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*(BP_LANES_F + v0), 1, cols0_1);
+                                bp_vf r1_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_F - P1 + S1*(BP_LANES_F + v0), 1, cols1_1);
+                                bp_vf r2_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_F - P1 + S1*(BP_LANES_F + v0), 1, cols2_1);
+                                bp_vf r0_2 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*v0, 1, cols0_2);
+                                bp_vf r1_2 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + BP_LANES_F - P1 + S1*v0, 1, cols1_2);
+                                bp_vf r2_2 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + 2*BP_LANES_F - P1 + S1*v0, 1, cols2_2);
+                                bp_vf r0_3 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*(BP_LANES_F + v0), 1, cols0_3);
+                                bp_vf r1_3 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + BP_LANES_F - P1 + S1*(BP_LANES_F + v0), 1, cols1_3);
+                                bp_vf r2_3 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + 2*BP_LANES_F - P1 + S1*(BP_LANES_F + v0), 1, cols2_3);
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D1*m1, S1);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D1*m1, S1);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    bp_vf x2 = bp_vtaps_f(r0_2, r1_2, r2_2, D1*m1, S1);
+                                    bp_vselect_max_f(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                    bp_vf x3 = bp_vtaps_f(r0_3, r1_3, r2_3, D1*m1, S1);
+                                    bp_vselect_max_f(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), &position0, -H1*P0 + H1*S0*o0_b - P1 + S1*v0, S1);
+                            bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0_b + v0), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0_b + v0), &position1, -H1*P0 + H1*S0*o0_b + BP_LANES_F*S1 - P1 + S1*v0, S1);
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), 1, best2);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*v0, S1);
+                            bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + v0), 1, best3);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + v0), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 + BP_LANES_F*S1 - P1 + S1*v0, S1);
+                        } else {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(0);
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(0);
+                            bp_vf best2 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position2 = bp_vtap_f(0);
+                            bp_vf best3 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position3 = bp_vtap_f(0);
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*v0;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_F*S1 - P1 + S1*v0;
+                            int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*v0;
+                            int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 + BP_LANES_F*S1 - P1 + S1*v0;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), S1);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    bp_vf x2 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb2), S1);
+                                    bp_vselect_max_f(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                    bp_vf x3 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb3), S1);
+                                    bp_vselect_max_f(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), &position0, -H1*P0 + H1*S0*o0_b - P1 + S1*v0, S1);
+                            bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0_b + v0), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0_b + v0), &position1, -H1*P0 + H1*S0*o0_b + BP_LANES_F*S1 - P1 + S1*v0, S1);
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), 1, best2);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*v0, S1);
+                            bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + v0), 1, best3);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + v0), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 + BP_LANES_F*S1 - P1 + S1*v0, S1);
+                        }
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_F) {
+                        if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S1 >= 3 && BP_LANES_F >= 16) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(0);
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(0);
+                            bp_vf best2 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position2 = bp_vtap_f(0);
+                            bp_vf best3 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position3 = bp_vtap_f(0);
+                            int64_t cols0_0 = bp_lane_mask_f(P1 - S1*vrest, H1 + P1 - S1*vrest - 1);
+                            int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P1 - S1*vrest, H1 - BP_LANES_F + P1 - S1*vrest - 1);
+                            int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P1 - S1*vrest, H1 - 2*BP_LANES_F + P1 - S1*vrest - 1);
+                            int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 + P1 - S1*vhi - S1 - 1);
+                            int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                            int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                            int64_t cols0_2 = bp_lane_mask_f(P1 - S1*vrest, H1 + P1 - S1*vrest - 1);
+                            int64_t cols1_2 = bp_lane_mask_f(-BP_LANES_F + P1 - S1*vrest, H1 - BP_LANES_F + P1 - S1*vrest - 1);
+                            int64_t cols2_2 = bp_lane_mask_f(-2*BP_LANES_F + P1 - S1*vrest, H1 - 2*BP_LANES_F + P1 - S1*vrest - 1);
+                            int64_t cols0_3 = bp_lane_mask_f(BP_LANES_F*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 + P1 - S1*vhi - S1 - 1);
+                            int64_t cols1_3 = bp_lane_mask_f(BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                            int64_t cols2_3 = bp_lane_mask_f(BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*vrest, 1, cols0_0);
+                                bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_F - P1 + S1*vrest, 1, cols1_0);
+                                bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_F - P1 + S1*vrest, 1, cols2_0);
+                                bp_vf r0_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols0_1);
+                                bp_vf r1_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols1_1);
+                                bp_vf r2_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols2_1);
+                                bp_vf r0_2 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*vrest, 1, cols0_2);
+                                bp_vf r1_2 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + BP_LANES_F - P1 + S1*vrest, 1, cols1_2);
+                                bp_vf r2_2 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + 2*BP_LANES_F - P1 + S1*vrest, 1, cols2_2);
+                                bp_vf r0_3 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols0_3);
+                                bp_vf r1_3 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols1_3);
+                                bp_vf r2_3 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + 2*BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols2_3);
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D1*m1, S1);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D1*m1, S1);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    bp_vf x2 = bp_vtaps_f(r0_2, r1_2, r2_2, D1*m1, S1);
+                                    bp_vselect_max_f(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                    bp_vf x3 = bp_vtaps_f(r0_3, r1_3, r2_3, D1*m1, S1);
+                                    bp_vselect_max_f(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), &position0, -H1*P0 + H1*S0*o0_b - P1 + S1*vrest, S1);
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), 1, best2);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*vrest, S1);
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best3);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                        } else {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(0);
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(0);
+                            bp_vf best2 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position2 = bp_vtap_f(0);
+                            bp_vf best3 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position3 = bp_vtap_f(0);
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*vrest;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - BP_LANES_F*S1 - P1 + S1*vhi + S1;
+                            int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*vrest;
+                            int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_F*S1 - P1 + S1*vhi + S1;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), S1);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    bp_vf x2 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb2), S1);
+                                    bp_vselect_max_f(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                    bp_vf x3 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb3), S1);
+                                    bp_vselect_max_f(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), &position0, -H1*P0 + H1*S0*o0_b - P1 + S1*vrest, S1);
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), 1, best2);
+                            bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*vrest, S1);
+                            bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best3);
+                            bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                        }
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S1 >= 3 && BP_LANES_F >= 16) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(0);
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(0);
+                                int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 + P1 - S1*vhi - S1 - 1);
+                                int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                                int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                                int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 + P1 - S1*vhi - S1 - 1);
+                                int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                                int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols0_0);
+                                    bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols1_0);
+                                    bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols2_0);
+                                    bp_vf r0_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols0_1);
+                                    bp_vf r1_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols1_1);
+                                    bp_vf r2_1 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + 2*BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols2_1);
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D1*m1, S1);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                        bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D1*m1, S1);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), &position0, -H1*P0 + H1*S0*o0_b - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                                bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                            } else {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(0);
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(0);
+                                int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - BP_LANES_F*S1 - P1 + S1*vhi + S1;
+                                int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_F*S1 - P1 + S1*vhi + S1;
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                        bp_vf x1 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb1), S1);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0_b + vhi + 1), &position0, -H1*P0 + H1*S0*o0_b - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                                bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                            }
+                        }
+                    }
+                } else {
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        float best = (-INFINITY);
+                        int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                        float best_1 = (-INFINITY);
+                        int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                                bp_select_max_f(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                        output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                        indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    float best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    float best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_f(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_f(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+            }
+            int64_t urest = bp_max(0, bp_ceildiv(P0, S0)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P0, S0)) + bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) + 1, 2));
+            for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                 int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
@@ -11023,24 +13847,24 @@ int bpgen_max_pool2d_f32(float *restrict output, int64_t *restrict indices, cons
 #ifdef _OPENMP
             if (C*H0*H1*N + 2*C*N*O0*O1 >= 32768) {
                 #pragma omp parallel
-                bpgen_max_pool2d_f32_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+                bpgen_max_pool2d_f32_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
             } else {
-                bpgen_max_pool2d_f32_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+                bpgen_max_pool2d_f32_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
             }
 #else
-            bpgen_max_pool2d_f32_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+            bpgen_max_pool2d_f32_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
 #endif
         } else {
             if (S1 == 2) {
 #ifdef _OPENMP
                 if (C*H0*H1*N + 2*C*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_max_pool2d_f32_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+                    bpgen_max_pool2d_f32_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
                 } else {
-                    bpgen_max_pool2d_f32_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+                    bpgen_max_pool2d_f32_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
                 }
 #else
-                bpgen_max_pool2d_f32_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+                bpgen_max_pool2d_f32_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
 #endif
             } else {
 #ifdef _OPENMP
@@ -11107,26 +13931,27 @@ int64_t bpgen_max_pool2d_f32_workspace(int64_t C, int64_t D0, int64_t D1, int64_
 }
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool2d_f64_part0(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+static void bpgen_max_pool2d_f64_part0(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(3)
+    #pragma omp for schedule(static) collapse(2)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                int64_t vlo = P1;
-                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+            int64_t o0_hi = bp_min(O0, bp_max(0, bp_ceildiv(P0, S0))) - 1;
+            int64_t vlo = P1;
+            int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+            for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
                 int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                 int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
                     double best = (-INFINITY);
-                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - o1, D1)) - H1*P0 + H1*S0*o0 - P1 + o1;
-                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - o1, D1));
-                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - o1 - 1, D1));
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + o1, 0);
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                         }
                     }
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -11199,12 +14024,12 @@ static void bpgen_max_pool2d_f64_part0(double *restrict output, int64_t *restric
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
                         double best = (-INFINITY);
-                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - o1, D1)) - H1*P0 + H1*S0*o0 - P1 + o1;
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - o1 - 1, D1));
+                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                                bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + o1, 0);
+                                bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                             }
                         }
                         output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -11213,14 +14038,281 @@ static void bpgen_max_pool2d_f64_part0(double *restrict output, int64_t *restric
                 }
                 for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     double best = (-INFINITY);
-                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - o1, D1)) - H1*P0 + H1*S0*o0 - P1 + o1;
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - o1, D1));
-                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - o1 - 1, D1));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + o1, 0);
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+            }
+            int64_t o0_b_lo = bp_max(0, bp_ceildiv(P0, S0));
+            int64_t o0_b_hi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) - 1;
+            for (int64_t o0_b = o0_b_lo; o0_b <= o0_b_hi; o0_b += 2) {
+                int64_t vlo = P1;
+                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    double best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_d(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_D) {
+                    int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        bp_vd best2 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position2 = bp_vtap_d(0);
+                        bp_vd best3 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position3 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + v0;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_D - P1 + v0;
+                        int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + v0;
+                        int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 + BP_LANES_D - P1 + v0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), 1);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                bp_vd x2 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb2), 1);
+                                bp_vselect_max_d(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                bp_vd x3 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb3), 1);
+                                bp_vselect_max_d(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), &position0, -H1*P0 + H1*S0*o0_b - P1 + v0, 1);
+                        bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0_b + v0), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0_b + v0), &position1, -H1*P0 + H1*S0*o0_b + BP_LANES_D - P1 + v0, 1);
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), 1, best2);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + v0, 1);
+                        bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + v0), 1, best3);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + v0), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 + BP_LANES_D - P1 + v0, 1);
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_D) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        bp_vd best2 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position2 = bp_vtap_d(0);
+                        bp_vd best3 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position3 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + vrest;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - BP_LANES_D - P1 + vhi + 1;
+                        int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + vrest;
+                        int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_D - P1 + vhi + 1;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), 1);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                bp_vd x2 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb2), 1);
+                                bp_vselect_max_d(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                bp_vd x3 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb3), 1);
+                                bp_vselect_max_d(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), &position0, -H1*P0 + H1*S0*o0_b - P1 + vrest, 1);
+                        bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b - BP_LANES_D - P1 + vhi + 1, 1);
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), 1, best2);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + vrest, 1);
+                        bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best3);
+                        bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_D - P1 + vhi + 1, 1);
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(0);
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(0);
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - BP_LANES_D - P1 + vhi + 1;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_D - P1 + vhi + 1;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), 1);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), &position0, -H1*P0 + H1*S0*o0_b - BP_LANES_D - P1 + vhi + 1, 1);
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_D - P1 + vhi + 1, 1);
+                        }
+                    }
+                } else {
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        double best = (-INFINITY);
+                        int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                        double best_1 = (-INFINITY);
+                        int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                                bp_select_max_d(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                        output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                        indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    double best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_d(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+            }
+            int64_t urest = bp_max(0, bp_ceildiv(P0, S0)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P0, S0)) + bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) + 1, 2));
+            for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                int64_t vlo = P1;
+                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_D) {
+                    int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + v0;
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), 1);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0, -H1*P0 + H1*S0*o0 - P1 + v0, 1);
+                        bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), &position1, -H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + v0, 1);
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_D) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + vrest;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D - P1 + vhi + 1;
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), 1);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0, -H1*P0 + H1*S0*o0 - P1 + vrest, 1);
+                        bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - BP_LANES_D - P1 + vhi + 1, 1);
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D - P1 + vhi + 1;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 1);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position0, -H1*P0 + H1*S0*o0 - BP_LANES_D - P1 + vhi + 1, 1);
+                        }
+                    }
+                } else {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                         }
                     }
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -11233,26 +14325,27 @@ static void bpgen_max_pool2d_f64_part0(double *restrict output, int64_t *restric
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool2d_f64_part1(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+static void bpgen_max_pool2d_f64_part1(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(3)
+    #pragma omp for schedule(static) collapse(2)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
-                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
+            int64_t o0_hi = bp_min(O0, bp_max(0, bp_ceildiv(P0, S0))) - 1;
+            int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
+            for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
                 int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                 int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                 for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
                     double best = (-INFINITY);
-                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - 2*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + 2*o1;
-                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - 2*o1, D1));
-                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - 2*o1 - 1, D1));
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + 2*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*o1, 0);
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                         }
                     }
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -11325,12 +14418,12 @@ static void bpgen_max_pool2d_f64_part1(double *restrict output, int64_t *restric
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
                         double best = (-INFINITY);
-                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - 2*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + 2*o1;
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - 2*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - 2*o1 - 1, D1));
+                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                                bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + 2*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*o1, 0);
+                                bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                             }
                         }
                         output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -11339,14 +14432,281 @@ static void bpgen_max_pool2d_f64_part1(double *restrict output, int64_t *restric
                 }
                 for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     double best = (-INFINITY);
-                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - 2*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + 2*o1;
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - 2*o1, D1));
-                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - 2*o1 - 1, D1));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
-                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + 2*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*o1, 0);
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+            }
+            int64_t o0_b_lo = bp_max(0, bp_ceildiv(P0, S0));
+            int64_t o0_b_hi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) - 1;
+            for (int64_t o0_b = o0_b_lo; o0_b <= o0_b_hi; o0_b += 2) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    double best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_d(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_D) {
+                    int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        bp_vd best2 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position2 = bp_vtap_d(0);
+                        bp_vd best3 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position3 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + 2*v0;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_D - P1 + 2*v0;
+                        int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + 2*v0;
+                        int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 + 2*BP_LANES_D - P1 + 2*v0;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), 2);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                bp_vd x2 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb2), 2);
+                                bp_vselect_max_d(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                bp_vd x3 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb3), 2);
+                                bp_vselect_max_d(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), &position0, -H1*P0 + H1*S0*o0_b - P1 + 2*v0, 2);
+                        bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0_b + v0), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0_b + v0), &position1, -H1*P0 + H1*S0*o0_b + 2*BP_LANES_D - P1 + 2*v0, 2);
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), 1, best2);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + 2*v0, 2);
+                        bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + v0), 1, best3);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + v0), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 + 2*BP_LANES_D - P1 + 2*v0, 2);
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_D) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(0);
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(0);
+                        bp_vd best2 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position2 = bp_vtap_d(0);
+                        bp_vd best3 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position3 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + 2*vrest;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - 2*BP_LANES_D - P1 + 2*vhi + 2;
+                        int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + 2*vrest;
+                        int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - 2*BP_LANES_D - P1 + 2*vhi + 2;
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), 2);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                bp_vd x2 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb2), 2);
+                                bp_vselect_max_d(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                bp_vd x3 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb3), 2);
+                                bp_vselect_max_d(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), &position0, -H1*P0 + H1*S0*o0_b - P1 + 2*vrest, 2);
+                        bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b - 2*BP_LANES_D - P1 + 2*vhi + 2, 2);
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), 1, best2);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + 2*vrest, 2);
+                        bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best3);
+                        bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 - 2*BP_LANES_D - P1 + 2*vhi + 2, 2);
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(0);
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(0);
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - 2*BP_LANES_D - P1 + 2*vhi + 2;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - 2*BP_LANES_D - P1 + 2*vhi + 2;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), 2);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), &position0, -H1*P0 + H1*S0*o0_b - 2*BP_LANES_D - P1 + 2*vhi + 2, 2);
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b + H1*S0 - 2*BP_LANES_D - P1 + 2*vhi + 2, 2);
+                        }
+                    }
+                } else {
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        double best = (-INFINITY);
+                        int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                        double best_1 = (-INFINITY);
+                        int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                                bp_select_max_d(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                        output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                        indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    double best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_d(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+            }
+            int64_t urest = bp_max(0, bp_ceildiv(P0, S0)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P0, S0)) + bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) + 1, 2));
+            for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_D) {
+                    int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*v0;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + 2*v0;
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), 2);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0, -H1*P0 + H1*S0*o0 - P1 + 2*v0, 2);
+                        bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), &position1, -H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + 2*v0, 2);
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_D) {
+                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                        bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*vrest;
+                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_D - P1 + 2*vhi + 2;
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), 2);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                            }
+                        }
+                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0, -H1*P0 + H1*S0*o0 - P1 + 2*vrest, 2);
+                        bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                        bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - 2*BP_LANES_D - P1 + 2*vhi + 2, 2);
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_D - P1 + 2*vhi + 2;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 2);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position0, -H1*P0 + H1*S0*o0 - 2*BP_LANES_D - P1 + 2*vhi + 2, 2);
+                        }
+                    }
+                } else {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
                         }
                     }
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
@@ -11362,11 +14722,505 @@ static void bpgen_max_pool2d_f64_part1(double *restrict output, int64_t *restric
 static void bpgen_max_pool2d_f64_part2(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
-    #pragma omp for schedule(static) collapse(3)
+    #pragma omp for schedule(static) collapse(2)
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+            int64_t o0_hi = bp_min(O0, bp_max(0, bp_ceildiv(P0, S0))) - 1;
+            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
+            for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
+                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_D) {
+                    int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                        if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S1 >= 3 && BP_LANES_D >= 16) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t cols0_0 = bp_lane_mask_d(P1 - S1*v0, H1 + P1 - S1*v0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P1 - S1*v0, H1 - 2*BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S1 + P1 - S1*v0, H1 - BP_LANES_D*S1 + P1 - S1*v0 - 1);
+                            int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S1 - BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D*S1 - BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*v0 - 1);
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0, 1, cols0_0);
+                                bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + S1*v0, 1, cols1_0);
+                                bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + S1*v0, 1, cols2_0);
+                                bp_vd r0_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*(BP_LANES_D + v0), 1, cols0_1);
+                                bp_vd r1_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + S1*(BP_LANES_D + v0), 1, cols1_1);
+                                bp_vd r2_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + S1*(BP_LANES_D + v0), 1, cols2_1);
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D1*m1, S1);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D1*m1, S1);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0, -H1*P0 + H1*S0*o0 - P1 + S1*v0, S1);
+                            bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), &position1, -H1*P0 + H1*S0*o0 + BP_LANES_D*S1 - P1 + S1*v0, S1);
+                        } else {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D*S1 - P1 + S1*v0;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), S1);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0, -H1*P0 + H1*S0*o0 - P1 + S1*v0, S1);
+                            bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), &position1, -H1*P0 + H1*S0*o0 + BP_LANES_D*S1 - P1 + S1*v0, S1);
+                        }
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_D) {
+                        if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S1 >= 3 && BP_LANES_D >= 16) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t cols0_0 = bp_lane_mask_d(P1 - S1*vrest, H1 + P1 - S1*vrest - 1);
+                            int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P1 - S1*vrest, H1 - BP_LANES_D + P1 - S1*vrest - 1);
+                            int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P1 - S1*vrest, H1 - 2*BP_LANES_D + P1 - S1*vrest - 1);
+                            int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 + P1 - S1*vhi - S1 - 1);
+                            int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                            int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest, 1, cols0_0);
+                                bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + S1*vrest, 1, cols1_0);
+                                bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + S1*vrest, 1, cols2_0);
+                                bp_vd r0_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols0_1);
+                                bp_vd r1_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols1_1);
+                                bp_vd r2_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols2_1);
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D1*m1, S1);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D1*m1, S1);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0, -H1*P0 + H1*S0*o0 - P1 + S1*vrest, S1);
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                        } else {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), S1);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0, -H1*P0 + H1*S0*o0 - P1 + S1*vrest, S1);
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                        }
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S1 >= 3 && BP_LANES_D >= 16) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 + P1 - S1*vhi - S1 - 1);
+                                int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                                int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols0_0);
+                                    bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols1_0);
+                                    bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols2_0);
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D1*m1, S1);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position0, -H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                            } else {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position0, -H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                            }
+                        }
+                    }
+                } else {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+            }
+            int64_t o0_b_lo = bp_max(0, bp_ceildiv(P0, S0));
+            int64_t o0_b_hi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) - 1;
+            for (int64_t o0_b = o0_b_lo; o0_b <= o0_b_hi; o0_b += 2) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
+                for (int64_t o1 = 0, o1_end = bp_min(O1, vlo) - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    double best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_d(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+                if (vhi - vlo + 1 >= BP_LANES_D) {
+                    int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                        if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S1 >= 3 && BP_LANES_D >= 16) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(0);
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(0);
+                            bp_vd best2 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position2 = bp_vtap_d(0);
+                            bp_vd best3 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position3 = bp_vtap_d(0);
+                            int64_t cols0_0 = bp_lane_mask_d(P1 - S1*v0, H1 + P1 - S1*v0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P1 - S1*v0, H1 - 2*BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S1 + P1 - S1*v0, H1 - BP_LANES_D*S1 + P1 - S1*v0 - 1);
+                            int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S1 - BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D*S1 - BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols0_2 = bp_lane_mask_d(P1 - S1*v0, H1 + P1 - S1*v0 - 1);
+                            int64_t cols1_2 = bp_lane_mask_d(-BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols2_2 = bp_lane_mask_d(-2*BP_LANES_D + P1 - S1*v0, H1 - 2*BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols0_3 = bp_lane_mask_d(-BP_LANES_D*S1 + P1 - S1*v0, H1 - BP_LANES_D*S1 + P1 - S1*v0 - 1);
+                            int64_t cols1_3 = bp_lane_mask_d(-BP_LANES_D*S1 - BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D*S1 - BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols2_3 = bp_lane_mask_d(-BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*v0 - 1);
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*v0, 1, cols0_0);
+                                bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_D - P1 + S1*v0, 1, cols1_0);
+                                bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_D - P1 + S1*v0, 1, cols2_0);
+                                bp_vd r0_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*(BP_LANES_D + v0), 1, cols0_1);
+                                bp_vd r1_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_D - P1 + S1*(BP_LANES_D + v0), 1, cols1_1);
+                                bp_vd r2_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_D - P1 + S1*(BP_LANES_D + v0), 1, cols2_1);
+                                bp_vd r0_2 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*v0, 1, cols0_2);
+                                bp_vd r1_2 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + BP_LANES_D - P1 + S1*v0, 1, cols1_2);
+                                bp_vd r2_2 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + 2*BP_LANES_D - P1 + S1*v0, 1, cols2_2);
+                                bp_vd r0_3 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*(BP_LANES_D + v0), 1, cols0_3);
+                                bp_vd r1_3 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + BP_LANES_D - P1 + S1*(BP_LANES_D + v0), 1, cols1_3);
+                                bp_vd r2_3 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + 2*BP_LANES_D - P1 + S1*(BP_LANES_D + v0), 1, cols2_3);
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D1*m1, S1);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D1*m1, S1);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    bp_vd x2 = bp_vtaps_d(r0_2, r1_2, r2_2, D1*m1, S1);
+                                    bp_vselect_max_d(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                    bp_vd x3 = bp_vtaps_d(r0_3, r1_3, r2_3, D1*m1, S1);
+                                    bp_vselect_max_d(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), &position0, -H1*P0 + H1*S0*o0_b - P1 + S1*v0, S1);
+                            bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0_b + v0), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0_b + v0), &position1, -H1*P0 + H1*S0*o0_b + BP_LANES_D*S1 - P1 + S1*v0, S1);
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), 1, best2);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*v0, S1);
+                            bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + v0), 1, best3);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + v0), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 + BP_LANES_D*S1 - P1 + S1*v0, S1);
+                        } else {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(0);
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(0);
+                            bp_vd best2 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position2 = bp_vtap_d(0);
+                            bp_vd best3 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position3 = bp_vtap_d(0);
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*v0;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_D*S1 - P1 + S1*v0;
+                            int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*v0;
+                            int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 + BP_LANES_D*S1 - P1 + S1*v0;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), S1);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    bp_vd x2 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb2), S1);
+                                    bp_vselect_max_d(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                    bp_vd x3 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb3), S1);
+                                    bp_vselect_max_d(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + v0), &position0, -H1*P0 + H1*S0*o0_b - P1 + S1*v0, S1);
+                            bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0_b + v0), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0_b + v0), &position1, -H1*P0 + H1*S0*o0_b + BP_LANES_D*S1 - P1 + S1*v0, S1);
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), 1, best2);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + v0), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*v0, S1);
+                            bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + v0), 1, best3);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + v0), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 + BP_LANES_D*S1 - P1 + S1*v0, S1);
+                        }
+                    }
+                    if (vhi - vrest + 1 > BP_LANES_D) {
+                        if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S1 >= 3 && BP_LANES_D >= 16) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(0);
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(0);
+                            bp_vd best2 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position2 = bp_vtap_d(0);
+                            bp_vd best3 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position3 = bp_vtap_d(0);
+                            int64_t cols0_0 = bp_lane_mask_d(P1 - S1*vrest, H1 + P1 - S1*vrest - 1);
+                            int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P1 - S1*vrest, H1 - BP_LANES_D + P1 - S1*vrest - 1);
+                            int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P1 - S1*vrest, H1 - 2*BP_LANES_D + P1 - S1*vrest - 1);
+                            int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 + P1 - S1*vhi - S1 - 1);
+                            int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                            int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                            int64_t cols0_2 = bp_lane_mask_d(P1 - S1*vrest, H1 + P1 - S1*vrest - 1);
+                            int64_t cols1_2 = bp_lane_mask_d(-BP_LANES_D + P1 - S1*vrest, H1 - BP_LANES_D + P1 - S1*vrest - 1);
+                            int64_t cols2_2 = bp_lane_mask_d(-2*BP_LANES_D + P1 - S1*vrest, H1 - 2*BP_LANES_D + P1 - S1*vrest - 1);
+                            int64_t cols0_3 = bp_lane_mask_d(BP_LANES_D*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 + P1 - S1*vhi - S1 - 1);
+                            int64_t cols1_3 = bp_lane_mask_d(BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                            int64_t cols2_3 = bp_lane_mask_d(BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*vrest, 1, cols0_0);
+                                bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_D - P1 + S1*vrest, 1, cols1_0);
+                                bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_D - P1 + S1*vrest, 1, cols2_0);
+                                bp_vd r0_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols0_1);
+                                bp_vd r1_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols1_1);
+                                bp_vd r2_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols2_1);
+                                bp_vd r0_2 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*vrest, 1, cols0_2);
+                                bp_vd r1_2 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + BP_LANES_D - P1 + S1*vrest, 1, cols1_2);
+                                bp_vd r2_2 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + 2*BP_LANES_D - P1 + S1*vrest, 1, cols2_2);
+                                bp_vd r0_3 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols0_3);
+                                bp_vd r1_3 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols1_3);
+                                bp_vd r2_3 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + 2*BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols2_3);
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D1*m1, S1);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D1*m1, S1);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    bp_vd x2 = bp_vtaps_d(r0_2, r1_2, r2_2, D1*m1, S1);
+                                    bp_vselect_max_d(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                    bp_vd x3 = bp_vtaps_d(r0_3, r1_3, r2_3, D1*m1, S1);
+                                    bp_vselect_max_d(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), &position0, -H1*P0 + H1*S0*o0_b - P1 + S1*vrest, S1);
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), 1, best2);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*vrest, S1);
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best3);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                        } else {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(0);
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(0);
+                            bp_vd best2 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position2 = bp_vtap_d(0);
+                            bp_vd best3 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position3 = bp_vtap_d(0);
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*vrest;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - BP_LANES_D*S1 - P1 + S1*vhi + S1;
+                            int64_t xb2 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*vrest;
+                            int64_t xb3 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_D*S1 - P1 + S1*vhi + S1;
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                    bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), S1);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    bp_vd x2 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb2), S1);
+                                    bp_vselect_max_d(&best2, &position2, x2, D0*H1*m0 + D1*m1);
+                                    bp_vd x3 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb3), S1);
+                                    bp_vselect_max_d(&best3, &position3, x3, D0*H1*m0 + D1*m1);
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0_b + vrest), &position0, -H1*P0 + H1*S0*o0_b - P1 + S1*vrest, S1);
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), 1, best2);
+                            bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*(o0_b + 1) + vrest), &position2, -H1*P0 + H1*S0*o0_b + H1*S0 - P1 + S1*vrest, S1);
+                            bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best3);
+                            bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position3, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                        }
+                    } else {
+                        if (vhi - vrest + 1 > 0) {
+                            if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S1 >= 3 && BP_LANES_D >= 16) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(0);
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(0);
+                                int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 + P1 - S1*vhi - S1 - 1);
+                                int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                                int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                                int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 + P1 - S1*vhi - S1 - 1);
+                                int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                                int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols0_0);
+                                    bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols1_0);
+                                    bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0_b + 2*BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols2_0);
+                                    bp_vd r0_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols0_1);
+                                    bp_vd r1_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols1_1);
+                                    bp_vd r2_1 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*(o0_b + 1) + 2*BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols2_1);
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D1*m1, S1);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                        bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D1*m1, S1);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), &position0, -H1*P0 + H1*S0*o0_b - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                                bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                            } else {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(0);
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(0);
+                                int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b - BP_LANES_D*S1 - P1 + S1*vhi + S1;
+                                int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_D*S1 - P1 + S1*vhi + S1;
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), S1);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1);
+                                        bp_vd x1 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb1), S1);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1);
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0_b + vhi + 1), &position0, -H1*P0 + H1*S0*o0_b - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                                bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*(o0_b + 1) + vhi + 1), &position1, -H1*P0 + H1*S0*o0_b + H1*S0 - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                            }
+                        }
+                    }
+                } else {
+                    for (int64_t o1 = vlo; o1 <= vhi; ++o1) {
+                        double best = (-INFINITY);
+                        int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                        double best_1 = (-INFINITY);
+                        int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                                bp_select_max_d(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                        output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                        indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                    }
+                }
+                for (int64_t o1 = bp_max(0, vhi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    double best = (-INFINITY);
+                    int64_t position = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*o0_b - P1 + S1*o1;
+                    double best_1 = (-INFINITY);
+                    int64_t position_1 = D1*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1;
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                            bp_select_max_d(&best, &position, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0_b - P1 + S1*o1, 0);
+                            bp_select_max_d(&best_1, &position_1, input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0_b + S0) - P1 + S1*o1], D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*(o0_b + 1) - P1 + S1*o1, 0);
+                        }
+                    }
+                    output[O1*(O0*(C*n + c) + o0_b) + o1] = best;
+                    indices[O1*(O0*(C*n + c) + o0_b) + o1] = position;
+                    output[O1*(O0*(C*n + c) + o0_b + 1) + o1] = best_1;
+                    indices[O1*(O0*(C*n + c) + o0_b + 1) + o1] = position_1;
+                }
+            }
+            int64_t urest = bp_max(0, bp_ceildiv(P0, S0)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P0, S0)) + bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0)) + 1, 2));
+            for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                 int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
@@ -11652,24 +15506,24 @@ int bpgen_max_pool2d_f64(double *restrict output, int64_t *restrict indices, con
 #ifdef _OPENMP
             if (C*H0*H1*N + 2*C*N*O0*O1 >= 32768) {
                 #pragma omp parallel
-                bpgen_max_pool2d_f64_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+                bpgen_max_pool2d_f64_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
             } else {
-                bpgen_max_pool2d_f64_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+                bpgen_max_pool2d_f64_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
             }
 #else
-            bpgen_max_pool2d_f64_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+            bpgen_max_pool2d_f64_part0(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
 #endif
         } else {
             if (S1 == 2) {
 #ifdef _OPENMP
                 if (C*H0*H1*N + 2*C*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_max_pool2d_f64_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+                    bpgen_max_pool2d_f64_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
                 } else {
-                    bpgen_max_pool2d_f64_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+                    bpgen_max_pool2d_f64_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
                 }
 #else
-                bpgen_max_pool2d_f64_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0);
+                bpgen_max_pool2d_f64_part1(output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1);
 #endif
             } else {
 #ifdef _OPENMP
@@ -21844,7 +25698,7 @@ int64_t bpgen_avg_pool2d_backward_f64_workspace(int64_t C, int64_t H0, int64_t H
 }
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool3d_f32_part0(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t D2, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1)
+static void bpgen_max_pool3d_f32_part0(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t D2, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -21852,22 +25706,23 @@ static void bpgen_max_pool3d_f32_part0(float *restrict output, int64_t *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                int64_t o1_hi = bp_min(O1, bp_max(0, bp_ceildiv(P1, S1))) - 1;
                 int64_t vlo = P2;
                 int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
-                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
                     int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
                         float best = (-INFINITY);
-                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2;
-                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - o2, D2));
-                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - o2 - 1, D2));
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                 for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2, 0);
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                 }
                             }
                         }
@@ -21955,13 +25810,13 @@ static void bpgen_max_pool3d_f32_part0(float *restrict output, int64_t *restrict
                         int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
                             float best = (-INFINITY);
-                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2;
-                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - o2, D2));
-                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - o2 - 1, D2));
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                        bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2, 0);
+                                        bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                     }
                                 }
                             }
@@ -21971,17 +25826,332 @@ static void bpgen_max_pool3d_f32_part0(float *restrict output, int64_t *restrict
                     }
                     for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         float best = (-INFINITY);
-                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2;
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
                         int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
                         int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - o2, D2));
-                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - o2 - 1, D2));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                 for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2, 0);
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                }
+                int64_t o1_b_lo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 1;
+                for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 2) {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        float best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_f(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                        int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best2 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position2 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best3 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position3 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + v0;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_F - P2 + v0;
+                            int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + v0;
+                            int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + BP_LANES_F - P2 + v0;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 1);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x2 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), 1);
+                                        bp_vselect_max_f(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x3 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), 1);
+                                        bp_vselect_max_f(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + v0, 1);
+                            bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_F - P2 + v0, 1);
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best2);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + v0, 1);
+                            bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best3);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + BP_LANES_F - P2 + v0, 1);
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_F) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best2 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position2 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best3 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position3 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + vrest;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_F - P2 + vhi + 1;
+                            int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + vrest;
+                            int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_F - P2 + vhi + 1;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 1);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x2 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), 1);
+                                        bp_vselect_max_f(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x3 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), 1);
+                                        bp_vselect_max_f(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + vrest, 1);
+                            bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_F - P2 + vhi + 1, 1);
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), 1, best2);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + vrest, 1);
+                            bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best3);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_F - P2 + vhi + 1, 1);
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_F - P2 + vhi + 1;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_F - P2 + vhi + 1;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 1);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_F - P2 + vhi + 1, 1);
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_F - P2 + vhi + 1, 1);
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            float best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                            float best_1 = (-INFINITY);
+                            int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                        bp_select_max_f(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        float best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_f(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                }
+                int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 2));
+                for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                        int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F - P2 + v0;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 1);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1);
+                            bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F - P2 + v0, 1);
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_F) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + vrest;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F - P2 + vhi + 1;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 1);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + vrest, 1);
+                            bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F - P2 + vhi + 1, 1);
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F - P2 + vhi + 1;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F - P2 + vhi + 1, 1);
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            float best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                 }
                             }
                         }
@@ -21996,7 +26166,7 @@ static void bpgen_max_pool3d_f32_part0(float *restrict output, int64_t *restrict
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool3d_f32_part1(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t D2, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1)
+static void bpgen_max_pool3d_f32_part1(float *restrict output, int64_t *restrict indices, const float *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t D2, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -22004,22 +26174,23 @@ static void bpgen_max_pool3d_f32_part1(float *restrict output, int64_t *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                int64_t o1_hi = bp_min(O1, bp_max(0, bp_ceildiv(P1, S1))) - 1;
                 int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
                 int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
-                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
                     int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
                         float best = (-INFINITY);
-                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - 2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2;
-                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - 2*o2, D2));
-                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - 2*o2 - 1, D2));
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                 for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2, 0);
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                 }
                             }
                         }
@@ -22107,13 +26278,13 @@ static void bpgen_max_pool3d_f32_part1(float *restrict output, int64_t *restrict
                         int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
                             float best = (-INFINITY);
-                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - 2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2;
-                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - 2*o2, D2));
-                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - 2*o2 - 1, D2));
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                        bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2, 0);
+                                        bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                     }
                                 }
                             }
@@ -22123,17 +26294,332 @@ static void bpgen_max_pool3d_f32_part1(float *restrict output, int64_t *restrict
                     }
                     for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         float best = (-INFINITY);
-                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - 2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2;
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
                         int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
                         int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - 2*o2, D2));
-                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - 2*o2 - 1, D2));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                 for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2, 0);
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                }
+                int64_t o1_b_lo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 1;
+                for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 2) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        float best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_f(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                        int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best2 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position2 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best3 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position3 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + 2*v0;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_F - P2 + 2*v0;
+                            int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + 2*v0;
+                            int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + 2*BP_LANES_F - P2 + 2*v0;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 2);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x2 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), 2);
+                                        bp_vselect_max_f(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x3 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), 2);
+                                        bp_vselect_max_f(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + 2*v0, 2);
+                            bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_F - P2 + 2*v0, 2);
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best2);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + 2*v0, 2);
+                            bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best3);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + 2*BP_LANES_F - P2 + 2*v0, 2);
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_F) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best2 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position2 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vf best3 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position3 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + 2*vrest;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - 2*BP_LANES_F - P2 + 2*vhi + 2;
+                            int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + 2*vrest;
+                            int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - 2*BP_LANES_F - P2 + 2*vhi + 2;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 2);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x2 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), 2);
+                                        bp_vselect_max_f(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x3 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), 2);
+                                        bp_vselect_max_f(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + 2*vrest, 2);
+                            bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - 2*BP_LANES_F - P2 + 2*vhi + 2, 2);
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), 1, best2);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + 2*vrest, 2);
+                            bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best3);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - 2*BP_LANES_F - P2 + 2*vhi + 2, 2);
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - 2*BP_LANES_F - P2 + 2*vhi + 2;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - 2*BP_LANES_F - P2 + 2*vhi + 2;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 2);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - 2*BP_LANES_F - P2 + 2*vhi + 2, 2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - 2*BP_LANES_F - P2 + 2*vhi + 2, 2);
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            float best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                            float best_1 = (-INFINITY);
+                            int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                        bp_select_max_f(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        float best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_f(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                }
+                int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 2));
+                for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                        int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_F - P2 + 2*v0;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 2);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2);
+                            bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_F - P2 + 2*v0, 2);
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_F) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*vrest;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_F - P2 + 2*vhi + 2;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 2);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*vrest, 2);
+                            bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_F - P2 + 2*vhi + 2, 2);
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_F - P2 + 2*vhi + 2;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_F - P2 + 2*vhi + 2, 2);
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            float best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                 }
                             }
                         }
@@ -22156,9 +26642,571 @@ static void bpgen_max_pool3d_f32_part2(float *restrict output, int64_t *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                int64_t o1_hi = bp_min(O1, bp_max(0, bp_ceildiv(P1, S1))) - 1;
                 int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                 int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
-                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                        int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                            if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S2 >= 3 && BP_LANES_F >= 16) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t cols0_0 = bp_lane_mask_f(P2 - S2*v0, H2 + P2 - S2*v0 - 1);
+                                int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P2 - S2*v0, H2 - 2*BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S2 + P2 - S2*v0, H2 - BP_LANES_F*S2 + P2 - S2*v0 - 1);
+                                int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S2 - BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F*S2 - BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*v0 - 1);
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, 1, cols0_0);
+                                        bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F - P2 + S2*v0, 1, cols1_0);
+                                        bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_F - P2 + S2*v0, 1, cols2_0);
+                                        bp_vf r0_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*(BP_LANES_F + v0), 1, cols0_1);
+                                        bp_vf r1_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F - P2 + S2*(BP_LANES_F + v0), 1, cols1_1);
+                                        bp_vf r2_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_F - P2 + S2*(BP_LANES_F + v0), 1, cols2_1);
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D2*m2, S2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D2*m2, S2);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F*S2 - P2 + S2*v0, S2);
+                            } else {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F*S2 - P2 + S2*v0;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), S2);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F*S2 - P2 + S2*v0, S2);
+                            }
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_F) {
+                            if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S2 >= 3 && BP_LANES_F >= 16) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t cols0_0 = bp_lane_mask_f(P2 - S2*vrest, H2 + P2 - S2*vrest - 1);
+                                int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P2 - S2*vrest, H2 - BP_LANES_F + P2 - S2*vrest - 1);
+                                int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P2 - S2*vrest, H2 - 2*BP_LANES_F + P2 - S2*vrest - 1);
+                                int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 + P2 - S2*vhi - S2 - 1);
+                                int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest, 1, cols0_0);
+                                        bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F - P2 + S2*vrest, 1, cols1_0);
+                                        bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_F - P2 + S2*vrest, 1, cols2_0);
+                                        bp_vf r0_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols0_1);
+                                        bp_vf r1_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols1_1);
+                                        bp_vf r2_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols2_1);
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D2*m2, S2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D2*m2, S2);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                            } else {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), S2);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                            }
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S2 >= 3 && BP_LANES_F >= 16) {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                    int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                            bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols0_0);
+                                            bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols1_0);
+                                            bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols2_0);
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D2*m2, S2);
+                                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            }
+                                        }
+                                    }
+                                    bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                                } else {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                    int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2;
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            }
+                                        }
+                                    }
+                                    bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            float best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                }
+                int64_t o1_b_lo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 1;
+                for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 2) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        float best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_f(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                        int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                            if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S2 >= 3 && BP_LANES_F >= 16) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best2 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position2 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best3 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position3 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t cols0_0 = bp_lane_mask_f(P2 - S2*v0, H2 + P2 - S2*v0 - 1);
+                                int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P2 - S2*v0, H2 - 2*BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S2 + P2 - S2*v0, H2 - BP_LANES_F*S2 + P2 - S2*v0 - 1);
+                                int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S2 - BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F*S2 - BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols0_2 = bp_lane_mask_f(P2 - S2*v0, H2 + P2 - S2*v0 - 1);
+                                int64_t cols1_2 = bp_lane_mask_f(-BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols2_2 = bp_lane_mask_f(-2*BP_LANES_F + P2 - S2*v0, H2 - 2*BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols0_3 = bp_lane_mask_f(-BP_LANES_F*S2 + P2 - S2*v0, H2 - BP_LANES_F*S2 + P2 - S2*v0 - 1);
+                                int64_t cols1_3 = bp_lane_mask_f(-BP_LANES_F*S2 - BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F*S2 - BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols2_3 = bp_lane_mask_f(-BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*v0 - 1);
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*v0, 1, cols0_0);
+                                        bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_F - P2 + S2*v0, 1, cols1_0);
+                                        bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_F - P2 + S2*v0, 1, cols2_0);
+                                        bp_vf r0_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*(BP_LANES_F + v0), 1, cols0_1);
+                                        bp_vf r1_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_F - P2 + S2*(BP_LANES_F + v0), 1, cols1_1);
+                                        bp_vf r2_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_F - P2 + S2*(BP_LANES_F + v0), 1, cols2_1);
+                                        bp_vf r0_2 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*v0, 1, cols0_2);
+                                        bp_vf r1_2 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + BP_LANES_F - P2 + S2*v0, 1, cols1_2);
+                                        bp_vf r2_2 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + 2*BP_LANES_F - P2 + S2*v0, 1, cols2_2);
+                                        bp_vf r0_3 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*(BP_LANES_F + v0), 1, cols0_3);
+                                        bp_vf r1_3 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + BP_LANES_F - P2 + S2*(BP_LANES_F + v0), 1, cols1_3);
+                                        bp_vf r2_3 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + 2*BP_LANES_F - P2 + S2*(BP_LANES_F + v0), 1, cols2_3);
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D2*m2, S2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D2*m2, S2);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x2 = bp_vtaps_f(r0_2, r1_2, r2_2, D2*m2, S2);
+                                            bp_vselect_max_f(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x3 = bp_vtaps_f(r0_3, r1_3, r2_3, D2*m2, S2);
+                                            bp_vselect_max_f(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*v0, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_F*S2 - P2 + S2*v0, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best2);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*v0, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best3);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + BP_LANES_F*S2 - P2 + S2*v0, S2);
+                            } else {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best2 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position2 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best3 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position3 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*v0;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_F*S2 - P2 + S2*v0;
+                                int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*v0;
+                                int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + BP_LANES_F*S2 - P2 + S2*v0;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), S2);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x2 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), S2);
+                                            bp_vselect_max_f(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x3 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), S2);
+                                            bp_vselect_max_f(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*v0, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_F*S2 - P2 + S2*v0, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best2);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*v0, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best3);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + BP_LANES_F*S2 - P2 + S2*v0, S2);
+                            }
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_F) {
+                            if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S2 >= 3 && BP_LANES_F >= 16) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best2 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position2 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best3 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position3 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t cols0_0 = bp_lane_mask_f(P2 - S2*vrest, H2 + P2 - S2*vrest - 1);
+                                int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P2 - S2*vrest, H2 - BP_LANES_F + P2 - S2*vrest - 1);
+                                int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P2 - S2*vrest, H2 - 2*BP_LANES_F + P2 - S2*vrest - 1);
+                                int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 + P2 - S2*vhi - S2 - 1);
+                                int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                int64_t cols0_2 = bp_lane_mask_f(P2 - S2*vrest, H2 + P2 - S2*vrest - 1);
+                                int64_t cols1_2 = bp_lane_mask_f(-BP_LANES_F + P2 - S2*vrest, H2 - BP_LANES_F + P2 - S2*vrest - 1);
+                                int64_t cols2_2 = bp_lane_mask_f(-2*BP_LANES_F + P2 - S2*vrest, H2 - 2*BP_LANES_F + P2 - S2*vrest - 1);
+                                int64_t cols0_3 = bp_lane_mask_f(BP_LANES_F*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 + P2 - S2*vhi - S2 - 1);
+                                int64_t cols1_3 = bp_lane_mask_f(BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                int64_t cols2_3 = bp_lane_mask_f(BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*vrest, 1, cols0_0);
+                                        bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_F - P2 + S2*vrest, 1, cols1_0);
+                                        bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_F - P2 + S2*vrest, 1, cols2_0);
+                                        bp_vf r0_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols0_1);
+                                        bp_vf r1_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols1_1);
+                                        bp_vf r2_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols2_1);
+                                        bp_vf r0_2 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*vrest, 1, cols0_2);
+                                        bp_vf r1_2 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + BP_LANES_F - P2 + S2*vrest, 1, cols1_2);
+                                        bp_vf r2_2 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + 2*BP_LANES_F - P2 + S2*vrest, 1, cols2_2);
+                                        bp_vf r0_3 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols0_3);
+                                        bp_vf r1_3 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols1_3);
+                                        bp_vf r2_3 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + 2*BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols2_3);
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D2*m2, S2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D2*m2, S2);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x2 = bp_vtaps_f(r0_2, r1_2, r2_2, D2*m2, S2);
+                                            bp_vselect_max_f(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x3 = bp_vtaps_f(r0_3, r1_3, r2_3, D2*m2, S2);
+                                            bp_vselect_max_f(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*vrest, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), 1, best2);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*vrest, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best3);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                            } else {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best2 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position2 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vf best3 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position3 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*vrest;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_F*S2 - P2 + S2*vhi + S2;
+                                int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*vrest;
+                                int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_F*S2 - P2 + S2*vhi + S2;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), S2);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x2 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), S2);
+                                            bp_vselect_max_f(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vf x3 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), S2);
+                                            bp_vselect_max_f(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*vrest, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), 1, best2);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*vrest, S2);
+                                bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best3);
+                                bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                            }
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S2 >= 3 && BP_LANES_F >= 16) {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                    int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols0_0);
+                                            bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols1_0);
+                                            bp_vf r2_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols2_0);
+                                            bp_vf r0_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols0_1);
+                                            bp_vf r1_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols1_1);
+                                            bp_vf r2_1 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + 2*BP_LANES_F - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols2_1);
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                bp_vf x0 = bp_vtaps_f(r0_0, r1_0, r2_0, D2*m2, S2);
+                                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                                bp_vf x1 = bp_vtaps_f(r0_1, r1_1, r2_1, D2*m2, S2);
+                                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            }
+                                        }
+                                    }
+                                    bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                                    bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best1);
+                                    bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                                } else {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_F*S2 - P2 + S2*vhi + S2;
+                                    int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_F*S2 - P2 + S2*vhi + S2;
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                bp_vf x0 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                                bp_vf x1 = bp_vload_f(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), S2);
+                                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            }
+                                        }
+                                    }
+                                    bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                                    bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best1);
+                                    bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            float best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                            float best_1 = (-INFINITY);
+                            int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                        bp_select_max_f(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        float best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        float best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_f(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_f(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                }
+                int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 2));
+                for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
@@ -22495,24 +27543,24 @@ int bpgen_max_pool3d_f32(float *restrict output, int64_t *restrict indices, cons
 #ifdef _OPENMP
             if (C*H0*H1*H2*N + 2*C*N*O0*O1*O2 >= 32768) {
                 #pragma omp parallel
-                bpgen_max_pool3d_f32_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+                bpgen_max_pool3d_f32_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
             } else {
-                bpgen_max_pool3d_f32_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+                bpgen_max_pool3d_f32_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
             }
 #else
-            bpgen_max_pool3d_f32_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+            bpgen_max_pool3d_f32_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
 #endif
         } else {
             if (S2 == 2) {
 #ifdef _OPENMP
                 if (C*H0*H1*H2*N + 2*C*N*O0*O1*O2 >= 32768) {
                     #pragma omp parallel
-                    bpgen_max_pool3d_f32_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+                    bpgen_max_pool3d_f32_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
                 } else {
-                    bpgen_max_pool3d_f32_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+                    bpgen_max_pool3d_f32_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
                 }
 #else
-                bpgen_max_pool3d_f32_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+                bpgen_max_pool3d_f32_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
 #endif
             } else {
 #ifdef _OPENMP
@@ -22586,7 +27634,7 @@ int64_t bpgen_max_pool3d_f32_workspace(int64_t C, int64_t D0, int64_t D1, int64_
 }
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool3d_f64_part0(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t D2, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1)
+static void bpgen_max_pool3d_f64_part0(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t D2, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -22594,22 +27642,23 @@ static void bpgen_max_pool3d_f64_part0(double *restrict output, int64_t *restric
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                int64_t o1_hi = bp_min(O1, bp_max(0, bp_ceildiv(P1, S1))) - 1;
                 int64_t vlo = P2;
                 int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
-                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
                     int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
                         double best = (-INFINITY);
-                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2;
-                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - o2, D2));
-                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - o2 - 1, D2));
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                 for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2, 0);
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                 }
                             }
                         }
@@ -22697,13 +27746,13 @@ static void bpgen_max_pool3d_f64_part0(double *restrict output, int64_t *restric
                         int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
                             double best = (-INFINITY);
-                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2;
-                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - o2, D2));
-                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - o2 - 1, D2));
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                        bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2, 0);
+                                        bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                     }
                                 }
                             }
@@ -22713,17 +27762,332 @@ static void bpgen_max_pool3d_f64_part0(double *restrict output, int64_t *restric
                     }
                     for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         double best = (-INFINITY);
-                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2;
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
                         int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
                         int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - o2, D2));
-                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - o2 - 1, D2));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                 for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + o2, 0);
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                }
+                int64_t o1_b_lo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 1;
+                for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 2) {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        double best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_d(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                        int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best2 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position2 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best3 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position3 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + v0;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_D - P2 + v0;
+                            int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + v0;
+                            int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + BP_LANES_D - P2 + v0;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 1);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x2 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), 1);
+                                        bp_vselect_max_d(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x3 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), 1);
+                                        bp_vselect_max_d(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + v0, 1);
+                            bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_D - P2 + v0, 1);
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best2);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + v0, 1);
+                            bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best3);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + BP_LANES_D - P2 + v0, 1);
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_D) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best2 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position2 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best3 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position3 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + vrest;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_D - P2 + vhi + 1;
+                            int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + vrest;
+                            int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_D - P2 + vhi + 1;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 1);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x2 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), 1);
+                                        bp_vselect_max_d(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x3 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), 1);
+                                        bp_vselect_max_d(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + vrest, 1);
+                            bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_D - P2 + vhi + 1, 1);
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), 1, best2);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + vrest, 1);
+                            bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best3);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_D - P2 + vhi + 1, 1);
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_D - P2 + vhi + 1;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_D - P2 + vhi + 1;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 1);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_D - P2 + vhi + 1, 1);
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_D - P2 + vhi + 1, 1);
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            double best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                            double best_1 = (-INFINITY);
+                            int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                        bp_select_max_d(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        double best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_d(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                }
+                int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 2));
+                for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                        int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D - P2 + v0;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 1);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1);
+                            bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D - P2 + v0, 1);
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_D) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + vrest;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D - P2 + vhi + 1;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 1);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + vrest, 1);
+                            bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D - P2 + vhi + 1, 1);
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D - P2 + vhi + 1;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 1);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D - P2 + vhi + 1, 1);
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            double best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                 }
                             }
                         }
@@ -22738,7 +28102,7 @@ static void bpgen_max_pool3d_f64_part0(double *restrict output, int64_t *restric
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_max_pool3d_f64_part1(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t D2, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1)
+static void bpgen_max_pool3d_f64_part1(double *restrict output, int64_t *restrict indices, const double *restrict input, int64_t C, int64_t D0, int64_t D1, int64_t D2, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -22746,22 +28110,23 @@ static void bpgen_max_pool3d_f64_part1(double *restrict output, int64_t *restric
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                int64_t o1_hi = bp_min(O1, bp_max(0, bp_ceildiv(P1, S1))) - 1;
                 int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
                 int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
-                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
                     int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                     for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
                         double best = (-INFINITY);
-                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - 2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2;
-                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - 2*o2, D2));
-                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - 2*o2 - 1, D2));
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                 for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2, 0);
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                 }
                             }
                         }
@@ -22849,13 +28214,13 @@ static void bpgen_max_pool3d_f64_part1(double *restrict output, int64_t *restric
                         int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
                             double best = (-INFINITY);
-                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - 2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2;
-                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - 2*o2, D2));
-                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - 2*o2 - 1, D2));
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                        bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2, 0);
+                                        bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                     }
                                 }
                             }
@@ -22865,17 +28230,332 @@ static void bpgen_max_pool3d_f64_part1(double *restrict output, int64_t *restric
                     }
                     for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         double best = (-INFINITY);
-                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - 2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2;
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
                         int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
                         int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - 2*o2, D2));
-                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - 2*o2 - 1, D2));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                 for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
-                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*o2, 0);
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                }
+                int64_t o1_b_lo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 1;
+                for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 2) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        double best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_d(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                        int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best2 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position2 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best3 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position3 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + 2*v0;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_D - P2 + 2*v0;
+                            int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + 2*v0;
+                            int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + 2*BP_LANES_D - P2 + 2*v0;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 2);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x2 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), 2);
+                                        bp_vselect_max_d(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x3 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), 2);
+                                        bp_vselect_max_d(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + 2*v0, 2);
+                            bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_D - P2 + 2*v0, 2);
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best2);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + 2*v0, 2);
+                            bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best3);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + 2*BP_LANES_D - P2 + 2*v0, 2);
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_D) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best2 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position2 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            bp_vd best3 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position3 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + 2*vrest;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - 2*BP_LANES_D - P2 + 2*vhi + 2;
+                            int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + 2*vrest;
+                            int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - 2*BP_LANES_D - P2 + 2*vhi + 2;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 2);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x2 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), 2);
+                                        bp_vselect_max_d(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x3 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), 2);
+                                        bp_vselect_max_d(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + 2*vrest, 2);
+                            bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - 2*BP_LANES_D - P2 + 2*vhi + 2, 2);
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), 1, best2);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + 2*vrest, 2);
+                            bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best3);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - 2*BP_LANES_D - P2 + 2*vhi + 2, 2);
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - 2*BP_LANES_D - P2 + 2*vhi + 2;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - 2*BP_LANES_D - P2 + 2*vhi + 2;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 2);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - 2*BP_LANES_D - P2 + 2*vhi + 2, 2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - 2*BP_LANES_D - P2 + 2*vhi + 2, 2);
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            double best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                            double best_1 = (-INFINITY);
+                            int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                        bp_select_max_d(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        double best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_d(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                }
+                int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 2));
+                for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                        int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_D - P2 + 2*v0;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 2);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2);
+                            bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_D - P2 + 2*v0, 2);
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_D) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*vrest;
+                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_D - P2 + 2*vhi + 2;
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), 2);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                    }
+                                }
+                            }
+                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*vrest, 2);
+                            bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_D - P2 + 2*vhi + 2, 2);
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_D - P2 + 2*vhi + 2;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), 2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_D - P2 + 2*vhi + 2, 2);
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            double best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
                                 }
                             }
                         }
@@ -22898,9 +28578,571 @@ static void bpgen_max_pool3d_f64_part2(double *restrict output, int64_t *restric
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                int64_t o1_hi = bp_min(O1, bp_max(0, bp_ceildiv(P1, S1))) - 1;
                 int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                 int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
-                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                        int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                            if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S2 >= 3 && BP_LANES_D >= 16) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t cols0_0 = bp_lane_mask_d(P2 - S2*v0, H2 + P2 - S2*v0 - 1);
+                                int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P2 - S2*v0, H2 - 2*BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S2 + P2 - S2*v0, H2 - BP_LANES_D*S2 + P2 - S2*v0 - 1);
+                                int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S2 - BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D*S2 - BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*v0 - 1);
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, 1, cols0_0);
+                                        bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D - P2 + S2*v0, 1, cols1_0);
+                                        bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_D - P2 + S2*v0, 1, cols2_0);
+                                        bp_vd r0_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*(BP_LANES_D + v0), 1, cols0_1);
+                                        bp_vd r1_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D - P2 + S2*(BP_LANES_D + v0), 1, cols1_1);
+                                        bp_vd r2_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_D - P2 + S2*(BP_LANES_D + v0), 1, cols2_1);
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D2*m2, S2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D2*m2, S2);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D*S2 - P2 + S2*v0, S2);
+                            } else {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D*S2 - P2 + S2*v0;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), S2);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D*S2 - P2 + S2*v0, S2);
+                            }
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_D) {
+                            if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S2 >= 3 && BP_LANES_D >= 16) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t cols0_0 = bp_lane_mask_d(P2 - S2*vrest, H2 + P2 - S2*vrest - 1);
+                                int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P2 - S2*vrest, H2 - BP_LANES_D + P2 - S2*vrest - 1);
+                                int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P2 - S2*vrest, H2 - 2*BP_LANES_D + P2 - S2*vrest - 1);
+                                int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 + P2 - S2*vhi - S2 - 1);
+                                int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest, 1, cols0_0);
+                                        bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D - P2 + S2*vrest, 1, cols1_0);
+                                        bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_D - P2 + S2*vrest, 1, cols2_0);
+                                        bp_vd r0_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols0_1);
+                                        bp_vd r1_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols1_1);
+                                        bp_vd r2_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols2_1);
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D2*m2, S2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D2*m2, S2);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                            } else {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), S2);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                            }
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S2 >= 3 && BP_LANES_D >= 16) {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                    int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                            bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols0_0);
+                                            bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols1_0);
+                                            bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols2_0);
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D2*m2, S2);
+                                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            }
+                                        }
+                                    }
+                                    bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                                } else {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                    int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2;
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            }
+                                        }
+                                    }
+                                    bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            double best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                }
+                int64_t o1_b_lo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 1;
+                for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 2) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                    for (int64_t o2 = 0, o2_end = bp_min(O2, vlo) - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        double best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_d(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                        int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                            if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S2 >= 3 && BP_LANES_D >= 16) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best2 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position2 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best3 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position3 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t cols0_0 = bp_lane_mask_d(P2 - S2*v0, H2 + P2 - S2*v0 - 1);
+                                int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P2 - S2*v0, H2 - 2*BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S2 + P2 - S2*v0, H2 - BP_LANES_D*S2 + P2 - S2*v0 - 1);
+                                int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S2 - BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D*S2 - BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols0_2 = bp_lane_mask_d(P2 - S2*v0, H2 + P2 - S2*v0 - 1);
+                                int64_t cols1_2 = bp_lane_mask_d(-BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols2_2 = bp_lane_mask_d(-2*BP_LANES_D + P2 - S2*v0, H2 - 2*BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols0_3 = bp_lane_mask_d(-BP_LANES_D*S2 + P2 - S2*v0, H2 - BP_LANES_D*S2 + P2 - S2*v0 - 1);
+                                int64_t cols1_3 = bp_lane_mask_d(-BP_LANES_D*S2 - BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D*S2 - BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols2_3 = bp_lane_mask_d(-BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*v0 - 1);
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*v0, 1, cols0_0);
+                                        bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_D - P2 + S2*v0, 1, cols1_0);
+                                        bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_D - P2 + S2*v0, 1, cols2_0);
+                                        bp_vd r0_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*(BP_LANES_D + v0), 1, cols0_1);
+                                        bp_vd r1_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_D - P2 + S2*(BP_LANES_D + v0), 1, cols1_1);
+                                        bp_vd r2_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_D - P2 + S2*(BP_LANES_D + v0), 1, cols2_1);
+                                        bp_vd r0_2 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*v0, 1, cols0_2);
+                                        bp_vd r1_2 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + BP_LANES_D - P2 + S2*v0, 1, cols1_2);
+                                        bp_vd r2_2 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + 2*BP_LANES_D - P2 + S2*v0, 1, cols2_2);
+                                        bp_vd r0_3 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*(BP_LANES_D + v0), 1, cols0_3);
+                                        bp_vd r1_3 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + BP_LANES_D - P2 + S2*(BP_LANES_D + v0), 1, cols1_3);
+                                        bp_vd r2_3 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + 2*BP_LANES_D - P2 + S2*(BP_LANES_D + v0), 1, cols2_3);
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D2*m2, S2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D2*m2, S2);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x2 = bp_vtaps_d(r0_2, r1_2, r2_2, D2*m2, S2);
+                                            bp_vselect_max_d(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x3 = bp_vtaps_d(r0_3, r1_3, r2_3, D2*m2, S2);
+                                            bp_vselect_max_d(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*v0, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_D*S2 - P2 + S2*v0, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best2);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*v0, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best3);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + BP_LANES_D*S2 - P2 + S2*v0, S2);
+                            } else {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best2 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position2 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best3 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position3 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*v0;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_D*S2 - P2 + S2*v0;
+                                int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*v0;
+                                int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + BP_LANES_D*S2 - P2 + S2*v0;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), S2);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x2 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), S2);
+                                            bp_vselect_max_d(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x3 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), S2);
+                                            bp_vselect_max_d(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*v0, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + v0), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_D*S2 - P2 + S2*v0, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best2);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*v0, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), 1, best3);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + v0), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 + BP_LANES_D*S2 - P2 + S2*v0, S2);
+                            }
+                        }
+                        if (vhi - vrest + 1 > BP_LANES_D) {
+                            if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S2 >= 3 && BP_LANES_D >= 16) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best2 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position2 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best3 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position3 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t cols0_0 = bp_lane_mask_d(P2 - S2*vrest, H2 + P2 - S2*vrest - 1);
+                                int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P2 - S2*vrest, H2 - BP_LANES_D + P2 - S2*vrest - 1);
+                                int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P2 - S2*vrest, H2 - 2*BP_LANES_D + P2 - S2*vrest - 1);
+                                int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 + P2 - S2*vhi - S2 - 1);
+                                int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                int64_t cols0_2 = bp_lane_mask_d(P2 - S2*vrest, H2 + P2 - S2*vrest - 1);
+                                int64_t cols1_2 = bp_lane_mask_d(-BP_LANES_D + P2 - S2*vrest, H2 - BP_LANES_D + P2 - S2*vrest - 1);
+                                int64_t cols2_2 = bp_lane_mask_d(-2*BP_LANES_D + P2 - S2*vrest, H2 - 2*BP_LANES_D + P2 - S2*vrest - 1);
+                                int64_t cols0_3 = bp_lane_mask_d(BP_LANES_D*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 + P2 - S2*vhi - S2 - 1);
+                                int64_t cols1_3 = bp_lane_mask_d(BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                int64_t cols2_3 = bp_lane_mask_d(BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*vrest, 1, cols0_0);
+                                        bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_D - P2 + S2*vrest, 1, cols1_0);
+                                        bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_D - P2 + S2*vrest, 1, cols2_0);
+                                        bp_vd r0_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols0_1);
+                                        bp_vd r1_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols1_1);
+                                        bp_vd r2_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols2_1);
+                                        bp_vd r0_2 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*vrest, 1, cols0_2);
+                                        bp_vd r1_2 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + BP_LANES_D - P2 + S2*vrest, 1, cols1_2);
+                                        bp_vd r2_2 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + 2*BP_LANES_D - P2 + S2*vrest, 1, cols2_2);
+                                        bp_vd r0_3 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols0_3);
+                                        bp_vd r1_3 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols1_3);
+                                        bp_vd r2_3 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + 2*BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols2_3);
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D2*m2, S2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D2*m2, S2);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x2 = bp_vtaps_d(r0_2, r1_2, r2_2, D2*m2, S2);
+                                            bp_vselect_max_d(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x3 = bp_vtaps_d(r0_3, r1_3, r2_3, D2*m2, S2);
+                                            bp_vselect_max_d(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*vrest, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), 1, best2);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*vrest, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best3);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                            } else {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best2 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position2 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                bp_vd best3 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position3 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*vrest;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_D*S2 - P2 + S2*vhi + S2;
+                                int64_t xb2 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*vrest;
+                                int64_t xb3 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_D*S2 - P2 + S2*vhi + S2;
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), S2);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x2 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb2), S2);
+                                            bp_vselect_max_d(&best2, &position2, x2, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            bp_vd x3 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb3), S2);
+                                            bp_vselect_max_d(&best3, &position3, x3, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                        }
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vrest), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*vrest, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), 1, best2);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vrest), &position2, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - P2 + S2*vrest, S2);
+                                bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best3);
+                                bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position3, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                            }
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S2 >= 3 && BP_LANES_D >= 16) {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                    int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols0_0);
+                                            bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols1_0);
+                                            bp_vd r2_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + 2*BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols2_0);
+                                            bp_vd r0_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols0_1);
+                                            bp_vd r1_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols1_1);
+                                            bp_vd r2_1 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) + 2*BP_LANES_D - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols2_1);
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                bp_vd x0 = bp_vtaps_d(r0_0, r1_0, r2_0, D2*m2, S2);
+                                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                                bp_vd x1 = bp_vtaps_d(r0_1, r1_1, r2_1, D2*m2, S2);
+                                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            }
+                                        }
+                                    }
+                                    bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                                    bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best1);
+                                    bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                                } else {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_D*S2 - P2 + S2*vhi + S2;
+                                    int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_D*S2 - P2 + S2*vhi + S2;
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                bp_vd x0 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb0), S2);
+                                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                                bp_vd x1 = bp_vload_d(input + (D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + xb1), S2);
+                                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2);
+                                            }
+                                        }
+                                    }
+                                    bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1_b + vhi + 1), &position0, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                                    bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), 1, best1);
+                                    bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*(o1_b + 1) + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b + H2*S1 - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t o2 = vlo; o2 <= vhi; ++o2) {
+                            double best = (-INFINITY);
+                            int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                            double best_1 = (-INFINITY);
+                            int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                            int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                            int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                        bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                        bp_select_max_d(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                        }
+                    }
+                    for (int64_t o2 = bp_max(0, vhi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                        double best = (-INFINITY);
+                        int64_t position = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2;
+                        double best_1 = (-INFINITY);
+                        int64_t position_1 = D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D2*bp_max(0, bp_ceildiv(P2 - S2*o2, D2)) - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2;
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        int64_t m2_lo = bp_max(0, bp_ceildiv(P2 - S2*o2, D2));
+                        int64_t m2_hi = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2));
+                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = m2_lo; m2 <= m2_hi; ++m2) {
+                                    bp_select_max_d(&best, &position, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1_b - P2 + S2*o2, 0);
+                                    bp_select_max_d(&best_1, &position_1, input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1_b + S1) - P2 + S2*o2], D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*(o1_b + 1) - P2 + S2*o2, 0);
+                                }
+                            }
+                        }
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = best;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b) + o2] = position;
+                        output[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = best_1;
+                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1_b + 1) + o2] = position_1;
+                    }
+                }
+                int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 2*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 2));
+                for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
@@ -23237,24 +29479,24 @@ int bpgen_max_pool3d_f64(double *restrict output, int64_t *restrict indices, con
 #ifdef _OPENMP
             if (C*H0*H1*H2*N + 2*C*N*O0*O1*O2 >= 32768) {
                 #pragma omp parallel
-                bpgen_max_pool3d_f64_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+                bpgen_max_pool3d_f64_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
             } else {
-                bpgen_max_pool3d_f64_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+                bpgen_max_pool3d_f64_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
             }
 #else
-            bpgen_max_pool3d_f64_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+            bpgen_max_pool3d_f64_part0(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
 #endif
         } else {
             if (S2 == 2) {
 #ifdef _OPENMP
                 if (C*H0*H1*H2*N + 2*C*N*O0*O1*O2 >= 32768) {
                     #pragma omp parallel
-                    bpgen_max_pool3d_f64_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+                    bpgen_max_pool3d_f64_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
                 } else {
-                    bpgen_max_pool3d_f64_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+                    bpgen_max_pool3d_f64_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
                 }
 #else
-                bpgen_max_pool3d_f64_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1);
+                bpgen_max_pool3d_f64_part1(output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2);
 #endif
             } else {
 #ifdef _OPENMP

@@ -257,16 +257,19 @@ def test_max_pool_selection_matches_torch(backend, row, kernel, stride):
 @pytest.mark.parametrize('width', [103, 71, 67, 65, 49])
 def test_max_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding, dilation, ceil_mode, width):
     """Rows of 16 to 105 outputs (the C kernels' vector path for both float widths: chunks in pairs, then
-    a pair, one chunk or none for the rest), ties, NaN and -inf."""
+    a pair, one chunk or none for the rest), ties, NaN and -inf; 8 input rows: output rows whose taps
+    are all inside run two at a time (lower_vector.max_vector_nodes), and so do the channels of the
+    same data as max_pool1d, an odd row or channel left over."""
     rng = np.random.default_rng(kernel * 100 + stride * 10 + padding + width)
-    x = rng.integers(-2, 3, size=(2, 3, 5, width)).astype(dtype)
+    x = rng.integers(-2, 3, size=(2, 3, 8, width)).astype(dtype)
     x[rng.random(x.shape) < 0.05] = np.nan
     x[rng.random(x.shape) < 0.1] = -np.inf
     params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
-    expected, expected_idx = torch_max(x, **params)
-    got, idx = backend.max_pool2d(x, return_indices=True, **params)
-    np.testing.assert_array_equal(idx, expected_idx)
-    np.testing.assert_array_equal(got, expected)
+    for pool, data in ((backend.max_pool2d, x), (backend.max_pool1d, x.reshape(2, 3 * 8, width)[:, 1:])):
+        expected, expected_idx = torch_max(data, **params)
+        got, idx = pool(data, return_indices=True, **params)
+        np.testing.assert_array_equal(idx, expected_idx)
+        np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.sanitize_subset
