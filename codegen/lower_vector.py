@@ -72,7 +72,8 @@ from its proven Z-sum:
   pooling takes its taps from row registers too, at strides of 3 or more in float32;
 * a 'max' kernel (pooling forward) runs the selector rule lane by lane over
   the taps (max_vector_nodes), starting from the first tap's positions, the
-  scalar element at the borders; the rows whose taps are all inside run two
+  scalar element at the borders; rows whose taps are all inside run two at a
+  time (their chains, and their border elements, interleaved); the rows whose taps are all inside run two
   at a time, their chains and their border elements interleaved (pool3
   float32, C driver: 0.645 -> 0.535 ms);
 * a scatter form (average-pooling backward) adds LANES windows at a time to
