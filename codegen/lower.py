@@ -392,7 +392,7 @@ def max_nodes(rule: KernelRule, steps: dict, rows: tuple = ({},)) -> list:
     (term, _), = rule.terms
     check_accesses(rule, term)
     value, candidate = max_parts(rule, term)
-    conds = [c for c in term.conds if not c.free_symbols & set(rows[0])] if len(rows) > 1 else list(term.conds)
+    conds = [c for c in term.conds if not c.free_symbols & set(rows[0])]   # one row: every constraint
     names = [(f'{BEST}_{k}', f'{POSITION}_{k}') if k else (BEST, POSITION) for k in range(len(rows))]
 
     def nest(started):

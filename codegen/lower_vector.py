@@ -72,8 +72,7 @@ from its proven Z-sum:
   pooling takes its taps from row registers too, at strides of 3 or more in float32;
 * a 'max' kernel (pooling forward) runs the selector rule lane by lane over
   the taps (max_vector_nodes), starting from the first tap's positions, the
-  scalar element at the borders; rows whose taps are all inside run two at a
-  time (their chains, and their border elements, interleaved); the rows whose taps are all inside run two
+  scalar element at the borders; the rows whose taps are all inside run two
   at a time, their chains and their border elements interleaved (pool3
   float32, C driver: 0.645 -> 0.535 ms);
 * a scatter form (average-pooling backward) adds LANES windows at a time to
@@ -1285,8 +1284,8 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     8x64x56x56 3x3 s2 p1 float32, C driver, AVX-512: 0.645 -> 0.535 ms; the scalar elements at both
     rows' borders share one nest: run one after the other they took 28 % of the samples, together
     19 %); chunks that touch the border, and rows shorter than a vector, run the scalar element per
-    output.  Positions are held in int32 lanes: the path runs when every position
-    of an input plane, and every tap's offset in it, fits (the conditions)."""
+    output.  Positions are held in int32 lanes: the path runs when every position of an input plane,
+    and every tap's offset in it, fits (the conditions)."""
     (term, _), = rule.terms
     check_accesses(rule, term)
     value, candidate = max_parts(rule, term)
