@@ -367,6 +367,23 @@ def test_avg_pool_backward_with_one_divisor_matches_torch(backend, dtype, size, 
     assert_close(getattr(backend, f'avg_pool{len(size) - 2}d_backward')(g, x, **params), t.grad.numpy())
 
 
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('kernel, padding', [((5, 3), (2, 1)), ((3, 5), (1, 2)), ((3, 3), (1, 0))])
+def test_avg_pool_backward_of_the_common_column_window_matches_torch(backend, dtype, kernel, padding):
+    """The C gather at stride 2 has a copy for a column window of 3 padded by 1 (lower_vector.COMMON_WINDOW,
+    its tap bounds constants): it is chosen by the columns alone, whatever the rows' window (5 tall, padded
+    by 2); beside it a column window of 5, or of 3 unpadded, run the general copy."""
+    rng = np.random.default_rng(kernel[0] * 10 + padding[1])
+    x = rng.standard_normal((2, 9, 11, 58)).astype(dtype)
+    params = dict(kernel_size=kernel, stride=2, padding=padding)
+    t = torch.from_numpy(x).requires_grad_()
+    expected = F.avg_pool2d(t, **params)
+    g = rng.standard_normal(tuple(expected.shape)).astype(dtype)
+    expected.backward(torch.from_numpy(g))
+    assert_close(backend.avg_pool2d_backward(g, x, **params), t.grad.numpy())
+
+
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('dims, kernel, stride, padding, dilation', [
     (1, 3, 1, 1, 1), (2, 3, 2, 1, 1), (2, 2, 1, 1, 2), (3, 3, 2, 1, 1), (3, (2, 3, 2), 1, (1, 1, 0), (2, 1, 1))])
