@@ -161,12 +161,17 @@ def files() -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+def marked(root: Path = ROOT) -> dict[str, str]:
+    """The generated files under ``root`` (sources carrying the mark), by path under it."""
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob('*'))
+            if p.is_file() and p.suffix in ('.py', '.c', '.h') and MARK in p.read_text(errors='replace')}
+
+
 def stale(root: Path = ROOT) -> tuple[dict, list]:
     """(expected files, paths whose content differs or that should not exist)."""
     expected = files()
     changed = [p for p, text in expected.items() if not (root / p).exists() or (root / p).read_text() != text]
-    extra = [str(p.relative_to(root)) for p in root.rglob('*') if p.is_file() and p.suffix in ('.py', '.c', '.h')
-             and str(p.relative_to(root)) not in expected and MARK in p.read_text(errors='replace')]
+    extra = [p for p in marked(root) if p not in expected]
     return expected, sorted(changed + extra)
 
 

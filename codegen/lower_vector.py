@@ -685,9 +685,14 @@ def _stride_versions(nodes: tuple) -> tuple:
     for excluded in (_contiguous(nodes), _unit_or_two(nodes), tuple(Eq(p, 2) for p in params)):
         versions = fold(versions, frozenset(excluded))
     for value in (2, 1):
-        versions = (Branch(tuple(Eq(p, value) for p in params),
-                           fold(substitute(nodes, {p: S(value) for p in params})), versions),)
+        versions = _copy_for({p: S(value) for p in params}, nodes, versions)
     return versions
+
+
+def _copy_for(values: dict, nodes: tuple, otherwise: tuple) -> tuple:
+    """A Branch running the nodes specialized to ``values`` (symbol -> number, substituted and folded)
+    where the symbols take them, ``otherwise`` elsewhere."""
+    return (Branch(tuple(Eq(p, v) for p, v in values.items()), fold(substitute(nodes, values)), otherwise),)
 
 
 def _contiguous(nodes: tuple) -> tuple:
@@ -963,8 +968,7 @@ def _residue_pairs(rule, tile, sizes, r, plain, masked, rows) -> tuple:
     window = _column_window(rule, tile, r, sizes[r])
     if window is None:
         return nodes
-    common = dict(zip(window, COMMON_WINDOW))
-    return (Branch(tuple(Eq(p, v) for p, v in common.items()), fold(substitute(nodes, common)), nodes),)
+    return _copy_for(dict(zip(window, map(S, COMMON_WINDOW))), nodes, nodes)
 
 
 def _column_window(rule, tile, r, stride) -> tuple | None:

@@ -16,27 +16,21 @@ def test_generation_is_byte_deterministic_and_the_repository_up_to_date():
     expected, again = generate.files(), generate.files()
     assert list(again) == list(expected)
     assert all(again[p].encode() == expected[p].encode() for p in expected)
-    assert expected == on_disk(), 'generated/ is stale: run `bpgen generate`'
+    assert expected == generate.marked(), 'generated/ is stale: run `bpgen generate`'
     assert generate.stale()[1] == [], 'generated/ is stale: run `bpgen generate`'
-
-
-def on_disk() -> dict:
-    """The generated files in the repository (those carrying the mark), by path under generated/."""
-    return {str(p.relative_to(generate.ROOT)): p.read_text() for p in sorted(generate.ROOT.rglob('*'))
-            if p.is_file() and p.suffix in ('.py', '.c', '.h') and MARK in p.read_text(errors='replace')}
 
 
 @pytest.fixture
 def expected(monkeypatch) -> dict:
     """generate.files() answered with the files on disk (what the first test proves it prints)."""
-    files = on_disk()
+    files = generate.marked()
     monkeypatch.setattr(generate, 'files', lambda: dict(files))
     return files
 
 
 @pytest.fixture
 def copy(tmp_path, expected):
-    """A temporary copy of generated/."""
+    """A temporary copy of generated/ (generate.files() answered from disk, by ``expected``)."""
     root = tmp_path / 'generated'
     shutil.copytree(generate.ROOT, root, ignore=shutil.ignore_patterns('__pycache__'))
     return root
