@@ -5,7 +5,8 @@ layout, int or tuple parameters, PyTorch's output sizes (printed from derive/
 into _formulas).  Bad input raises TypeError or ValueError naming the
 parameter; nothing reaches a kernel unchecked.  Both backends call this module
 with their own table of low-level kernels, which take a mapping of their sizes
-(the names of derive/'s symbols) and their arrays by keyword, inputs of any
+(the names of derive/'s symbols) and their arrays (by keyword, or in the
+kernel's order: how the plans call them, a tenth cheaper), inputs of any
 strides (each backend copies what it needs contiguous, and only then).
 
 A call's checks end in a plan: the function of its arrays that allocates the
@@ -232,7 +233,7 @@ def conv_forward(dims: int, kernels):
 
         def plan(input, weight, bias):   # a batch of images, not empty: no test a call
             y = np.empty(shape, dtype)
-            run(output=y, input=input, weight=weight, bias=bias)
+            run(y, input, weight, bias)
             return y
         if not shape[0]:
             return lambda input, weight, bias: np.empty(shape, dtype)
@@ -272,7 +273,7 @@ def conv_input(dims: int, kernels):
         def plan(weight, grad_output):
             out = np.empty(shape, dtype)   # the kernels write every element (tests/kernels/test_outputs_written.py)
             if shape[0]:
-                run(grad_input=out, weight=weight, grad_output=grad_output)
+                run(out, grad_output, weight)
             return out
         return plan
 
@@ -311,7 +312,7 @@ def conv_weight(dims: int, kernels):
         def plan(input, grad_output):
             out = np.zeros(shape, dtype)
             if images:
-                run(grad_weight=out, input=input, grad_output=grad_output)
+                run(out, grad_output, input)
             return out
         return plan
 
@@ -346,7 +347,7 @@ def conv_bias(dims: int, kernels):
         def plan(grad_output):
             out = np.zeros((c,), dtype)
             if not empty:
-                run(grad_bias=out, grad_output=grad_output)
+                run(out, grad_output)
             return out
         return plan
 
@@ -416,7 +417,7 @@ def max_pool(dims: int, kernels):
         def plan(input):
             y, idx = np.empty(shape, dtype), np.empty(shape, np.int64)
             if shape[0]:
-                run(output=y, indices=idx, input=batch(input, batched))
+                run(y, idx, batch(input, batched))
             y, idx = (y, idx) if batched else (y[0], idx[0])
             return (y, idx) if return_indices else y
         return plan
@@ -463,12 +464,12 @@ def max_pool_backward(dims: int, kernels):
             if indices is None:
                 idx = np.empty(geo.output_shape, np.int64)
                 if shape[0]:
-                    select(output=np.empty(geo.output_shape, dtype), indices=idx, input=batch(input, batched))
+                    select(np.empty(geo.output_shape, dtype), idx, batch(input, batched))
             else:
                 idx = batch(indices, i_batched)
             out = np.empty(shape, dtype)   # the kernels write every element (zero, then scatter)
             if out.size:
-                run(grad_input=out, grad_output=batch(grad_output, g_batched), indices=idx)
+                run(out, idx, batch(grad_output, g_batched))
             return out if batched else out[0]
         return plan
 
@@ -517,7 +518,7 @@ def avg_pool(dims: int, kernels):
         def plan(input):
             y = np.empty(shape, dtype)
             if shape[0]:
-                run(output=y, input=batch(input, batched))
+                run(y, batch(input, batched))
             return y if batched else y[0]
         return plan
 
@@ -555,7 +556,7 @@ def avg_pool_backward(dims: int, kernels):
         def plan(grad_output):
             out = np.empty(shape, dtype)   # the kernels write every element (zero, then scatter)
             if shape[0]:
-                run(grad_input=out, grad_output=batch(grad_output, g_batched))
+                run(out, batch(grad_output, g_batched))
             return out if batched else out[0]
         return plan
 
