@@ -96,6 +96,10 @@ class VSplat(Function):
     """A vector with every lane equal to the argument."""
 
 
+class VAnyNaN(Function):
+    """1 where a lane of the vector is NaN, else 0."""
+
+
 # ----------------------------------------------------------------------------- nodes
 
 @dataclass(frozen=True)

@@ -120,7 +120,7 @@ from sympy import (Add, And, Eq, Expr, Indexed, IndexedBase, KroneckerDelta, Le,
 from derive.zsum import exact_cover, holds, within, zero_padded
 
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop,
-                 VAdd, VKeep, VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, VStorePair, VTaps)
+                 VAdd, VAnyNaN, VKeep, VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, VStorePair, VTaps)
 from .ir import fold, renamed, substitute, walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
                     check_accesses, first_visit, loop_order, max_nodes, max_parts, parallel, scatter_targets,
@@ -133,6 +133,7 @@ THREADS = Symbol('THREADS', integer=True, positive=True)   # the threads a paral
 BATCH_MIN_POSITIONS = 256   # per batch value, below which a pass per batch value costs more than it saves
 PARK_MAX_TAPS = 64   # taps whose parked accumulators a pass per batch value keeps on the stack (64 KiB)
 PARKED = Symbol('parked')   # the stack buffer of parked accumulators
+SENTINEL = 'nan'   # a max row's chains add their candidates there (NaN once one is)
 CB, CSTEP = Symbol('cb', integer=True), Symbol('cstep', integer=True)   # a block of summed channels, its length
 ROW_BLOCK = 4   # rows of a one-channel tile: independent accumulator chains (_row_blocks)
 SHORT_ROW = 16   # positions of a reduction tile's row up to which its chunk columns walk the rows (_tile)
@@ -1304,8 +1305,8 @@ def _other_terms(rule, tile, total, shift) -> list:
 def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     """(conditions, nodes): the forward of a 'max' layer with LANES outputs of a row at a time.
     Inside the interior every tap of every lane's window is in the input, and the selector rule runs
-    lane by lane over the taps in the scalar nest's order (the same first maximum, the same NaN
-    rule), two chunks at a time (two independent compare-and-blend chains: pool2 0.54 -> 0.42 ms,
+    lane by lane over the taps in the scalar nest's order (the same first maximum; a row that meets a
+    NaN runs the scalar element again, see _select), two chunks at a time (two independent compare-and-blend chains: pool2 0.54 -> 0.42 ms,
     pool3 1.25 -> 1.03 ms), in two rows at a time where the rows' taps are all inside (four chains;
     8x64x56x56 3x3 s2 p1 float32, C driver, AVX-512: 0.645 -> 0.535 ms; the scalar elements at both
     rows' borders share one nest: run one after the other they took 28 % of the samples, together
@@ -1352,7 +1353,7 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
             at_taps, base = _split_taps(load.value.args[1], term.vars)
             start = Symbol(f'xb{k}', integer=True)
             leaf += [Declare(start.name, 'index', base), replace(load, value=load.value.func(
-                load.value.args[0], start + at_taps, *load.value.args[2:])), VSelectMax(best, position, x, tap)]
+                load.value.args[0], start + at_taps, *load.value.args[2:])), *_select(k)]
             stores += [VStore(Symbol(rule.outputs[0].name), starts[0].xreplace({V0: v0, **row}), S.One, Symbol(best)),
                        VStoreIndex(Symbol(rule.outputs[1].name), starts[1].xreplace({V0: v0, **row}), Symbol(position),
                                    expand(rest.xreplace({vec: v0, **row})), step)]
@@ -1366,6 +1367,14 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
             return (*decls, *nest, *stores)
         return (Branch(columns.conditions + (columns.stride >= 3, LANES >= 16),
                        (*decls, *_registered(chains, mine), *stores), (*decls, *nest, *stores)),)
+
+    def _select(k) -> tuple:
+        """Chain k's selection of its candidate x{k}: larger is taken (VSelectMax), and the candidate
+        goes into the row's sentinel k, NaN once a candidate is: the row then runs the scalar element
+        again, which has the NaN rule.  The vector compare leaves it out: a compare and a mask OR less
+        per tap and chain."""
+        x = Symbol(f'x{k}')
+        return VSelectMax(f'{BEST}{k}', f'{POSITION}{k}', x, tap), Assign(Symbol(f'{SENTINEL}{k}'), x, '+=')
 
     def _registered(chains, conds) -> tuple:
         """The taps of ``chains`` (row, chunk start) from row registers (ColumnTaps): each window row's
@@ -1384,8 +1393,7 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
             start = columns.start(value).xreplace({V0: v0, **row})
             loads += [Declare(r.name, 'vec', VLoadMasked(Symbol(columns.tensor.name), start + i * LANES, S.One,
                                                           chunk_masks[i])) for i, r in enumerate(registers)]
-            selects += [Declare(f'x{k}', 'vec', columns.taps(registers)),
-                        VSelectMax(f'{BEST}{k}', f'{POSITION}{k}', Symbol(f'x{k}'), tap)]
+            selects += [Declare(f'x{k}', 'vec', columns.taps(registers)), *_select(k)]
         others = [v for v in loop_order(term) if v != m]
         mine = [c for c in conds if m in c.free_symbols]
         known = set(rule.index) | set(chains[0][0].values())
@@ -1397,9 +1405,14 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
         v for v in term.vars if v in value.indices[-1].free_symbols] else None   # the column tap innermost
 
     def row(rows) -> tuple:
-        """The row's nodes for each of ``rows`` (substitutions of the row index), all in one pass."""
-        return (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi)) + _interior_chunks(
-            vec, rule.sizes[-1], lambda *at: chunks(*at, rows=rows), max_nodes(rule, steps, rows))
+        """The row's nodes for each of ``rows`` (substitutions of the row index), all in one pass; a row
+        whose chunks met a NaN runs the scalar element again."""
+        element = max_nodes(rule, steps, rows)
+        sentinels = [Symbol(f'{SENTINEL}{k}') for k in range(2 * len(rows))]   # the most chains of a chunk
+        return (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi),
+                *(Declare(n.name, 'vec', S.Zero) for n in sentinels)) + \
+            _interior_chunks(vec, rule.sizes[-1], lambda *at: chunks(*at, rows=rows), element) + \
+            (Guard((Ne(VAnyNaN(Add(*sentinels)), 0),), (Loop(vec, S.Zero, rule.sizes[-1] - 1, element),)),)
     paired = _paired_rows(rule, term, lo, hi)
     if paired is None:
         body = _box_loops(rule.index[:-1], rule.sizes[:-1], row(({},)))

@@ -149,6 +149,9 @@ class CPrinter(IndexPrinting, C99CodePrinter):
     def _print_VSplat(self, expr):
         return f'bp_vsplat_{self.suffix}({self._print(expr.args[0])})'
 
+    def _print_VAnyNaN(self, expr):
+        return f'bp_vany_nan_{self.suffix}({self._print(expr.args[0])})'
+
     def _print_IsNaN(self, expr):
         return f'isnan({self._print(expr.args[0])})'
 
