@@ -1306,13 +1306,14 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     """(conditions, nodes): the forward of a 'max' layer with LANES outputs of a row at a time.
     Inside the interior every tap of every lane's window is in the input, and the selector rule runs
     lane by lane over the taps in the scalar nest's order (the same first maximum; a row that meets a
-    NaN runs the scalar element again, see _select), two chunks at a time (two independent compare-and-blend chains: pool2 0.54 -> 0.42 ms,
-    pool3 1.25 -> 1.03 ms), in two rows at a time where the rows' taps are all inside (four chains;
-    8x64x56x56 3x3 s2 p1 float32, C driver, AVX-512: 0.645 -> 0.535 ms; the scalar elements at both
-    rows' borders share one nest: run one after the other they took 28 % of the samples, together
-    19 %); chunks that touch the border, and rows shorter than a vector, run the scalar element per
-    output.  Positions are held in int32 lanes: the path runs when every position of an input plane,
-    and every tap's offset in it, fits (the conditions)."""
+    NaN runs the scalar element again, see _select), two chunks at a time (two independent
+    compare-and-blend chains: pool2 0.54 -> 0.42 ms, pool3 1.25 -> 1.03 ms), in two rows at a time
+    where the rows' taps are all inside (four chains; 8x64x56x56 3x3 s2 p1 float32, C driver, AVX-512:
+    0.645 -> 0.535 ms; the scalar elements at both rows' borders share one nest: run one after the
+    other they took 28 % of the samples, together 19 %); chunks that touch the border, and rows
+    shorter than a vector, run the scalar element per output.  Positions are held in int32 lanes: the
+    path runs when every position of an input plane, and every tap's offset in it, fits (the
+    conditions)."""
     (term, _), = rule.terms
     check_accesses(rule, term)
     value, candidate = max_parts(rule, term)
