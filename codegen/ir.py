@@ -78,6 +78,10 @@ class VLoadMasked(Function):
     and their memory is not touched."""
 
 
+class VLoadOr(Function):
+    """VLoadMasked(array, flat, stride, mask) with the other lanes equal to ``fill``."""
+
+
 class VKeep(Function):
     """A vector with the lanes whose bits are not set in ``mask`` cleared to +0 (bit patterns: whatever
     they held, a NaN too)."""
@@ -98,6 +102,10 @@ class VSplat(Function):
 
 class VAnyNaN(Function):
     """1 where a lane of the vector is NaN, else 0."""
+
+
+class VNotFinite(Function):
+    """A vector NaN in the lanes where the argument is infinite or NaN, 0 in the others (v - v)."""
 
 
 # ----------------------------------------------------------------------------- nodes

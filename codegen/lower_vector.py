@@ -120,7 +120,8 @@ from sympy import (Add, And, Eq, Expr, Indexed, IndexedBase, KroneckerDelta, Le,
 from derive.zsum import exact_cover, holds, within, zero_padded
 
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop,
-                 VAdd, VAnyNaN, VKeep, VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, VStorePair, VTaps)
+                 VAdd, VAnyNaN, VKeep, VLoad, VLoadMasked, VLoadOr, VNotFinite, VSelectMax, VSplat, VStore,
+                 VStoreIndex, VStorePair, VTaps)
 from .ir import fold, renamed, substitute, walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
                     check_accesses, first_visit, loop_order, max_nodes, max_parts, parallel, scatter_targets,
@@ -1311,9 +1312,9 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     where the rows' taps are all inside (four chains; 8x64x56x56 3x3 s2 p1 float32, C driver, AVX-512:
     0.645 -> 0.535 ms; the scalar elements at both rows' borders share one nest: run one after the
     other they took 28 % of the samples, together 19 %); chunks that touch the border, and rows
-    shorter than a vector, run the scalar element per output.  Positions are held in int32 lanes: the
-    path runs when every position of an input plane, and every tap's offset in it, fits (the
-    conditions)."""
+    shorter than a vector, run the scalar element per output (but a left border chunk in two rows at
+    a time: _two_chunks).  Positions are held in int32 lanes: the path runs when every position of an
+    input plane, and every tap's offset in it, fits (the conditions)."""
     (term, _), = rule.terms
     check_accesses(rule, term)
     value, candidate = max_parts(rule, term)
@@ -1337,34 +1338,46 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     tap, rest = _split_taps(candidate, term.vars)
     widest = tap.xreplace(dict(zip(term.vars, (k - 1 for k in rule.window))))   # coefficients are positive
 
-    def chunks(*at, rows=({},)):
+    def chunks(*at, rows=({},), border=()):
         """Chunks of LANES outputs starting at each of ``at`` in each of the ``rows`` (the row index's
         values, as substitutions): one tap loop, a selector chain per chunk and row (independent chains
         hide the latency of compare and blend).  A chain's positions hold the tap's offset only (one
         broadcast per tap); the store adds the chunk's start and the lanes' steps.  Each chunk's loads
         start from an index without the taps, declared once per chunk.  Several rows are rows whose
-        taps are all inside (their constraints are left out)."""
-        chains = [(row, v0) for row in rows for v0 in at]
+        taps are all inside (their constraints are left out).  The chunks at the indices ``border`` of
+        ``at`` may hold windows that reach past the row: each tap loads its lanes inside (a lane mask)
+        and -inf in the others, which no compare takes; a lane whose taps inside all hold -inf ends at
+        -inf with the first tap's offset, perhaps outside, and sends its row to the scalar element."""
+        chains = [(row, v0, i in border) for row in rows for i, v0 in enumerate(at)]
         mine = [c for c in conds if not c.free_symbols & set(rows[0])]
         decls, leaf, stores = [], [], []
-        for k, (row, v0) in enumerate(chains):
+        for k, (row, v0, edge) in enumerate(chains):
             best, position, x = f'{BEST}{k}', f'{POSITION}{k}', Symbol(f'x{k}')
             shifted = value.xreplace({vec: vec + v0 - V0, **row})
             (load,) = _load(tensors[value.base], shifted, vec, x, None)
             at_taps, base = _split_taps(load.value.args[1], term.vars)
             start = Symbol(f'xb{k}', integer=True)
-            leaf += [Declare(start.name, 'index', base), replace(load, value=load.value.func(
-                load.value.args[0], start + at_taps, *load.value.args[2:])), *_select(k)]
+            array, _, stride = load.value.args
+            leaf.append(Declare(start.name, 'index', base))
+            if edge:
+                mask = Symbol(f'{x.name}_lanes', integer=True)
+                leaf += [Declare(mask.name, 'index', LaneMask(*(expand(b.xreplace(row) - v0) for b in reach))),
+                         Declare(x.name, 'vec', VLoadOr(array, start + at_taps, stride, mask, -oo))]
+            else:
+                leaf.append(Declare(x.name, 'vec', VLoad(array, start + at_taps, stride)))
+            leaf += _select(k)
             stores += [VStore(Symbol(rule.outputs[0].name), starts[0].xreplace({V0: v0, **row}), S.One, Symbol(best)),
                        VStoreIndex(Symbol(rule.outputs[1].name), starts[1].xreplace({V0: v0, **row}), Symbol(position),
                                    expand(rest.xreplace({vec: v0, **row})), step)]
+            if edge:   # -inf (or +inf: rarely, and harmless) makes the sentinel NaN
+                stores.append(Assign(Symbol(f'{SENTINEL}{k}'), VNotFinite(Symbol(best)), '+='))
         nest = _nest(term, loop_order(term), set(rule.index) | set(rows[0].values()), mine, list(term.divs), [],
                      tuple(leaf), steps)
         first = first_visit(nest)
         for k in range(len(chains)):
             decls += [Declare(f'{BEST}{k}', 'vec', VSplat(-oo)),
                       Declare(f'{POSITION}{k}', 'vindex', tap.xreplace(first))]
-        if columns is None:
+        if columns is None or border:   # (a row register holds the neighbouring rows' elements past a border)
             return (*decls, *nest, *stores)
         return (Branch(columns.conditions + (columns.stride >= 3, LANES >= 16),
                        (*decls, *_registered(chains, mine), *stores), (*decls, *nest, *stores)),)
@@ -1387,7 +1400,7 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
         faster (0.70 against 0.92 ms)."""
         m = columns.tap
         loads, selects, masks = [], [], []
-        for k, (row, v0) in enumerate(chains):
+        for k, (row, v0, _) in enumerate(chains):
             registers = [Symbol(f'r{i}_{k}') for i in range(3)]
             chunk_masks = columns.masks(f'_{k}')
             masks += columns.mask_declarations(v0, f'_{k}')
@@ -1402,8 +1415,21 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
         rows = _nest(term, others, known, [c for c in conds if c not in mine], [], [], tuple(loads) + tuple(inner),
                      steps)
         return tuple(masks) + tuple(rows)
+    reach = _bounds(vec, [c for c in term.conds if vec in c.free_symbols], {vec})[:2]   # the outputs a tap is in
     columns = _column_taps(rule, term, value, vec) if loop_order(term)[-1:] == [
         v for v in term.vars if v in value.indices[-1].free_symbols] else None   # the column tap innermost
+
+    def _two_chunks(rows, element) -> tuple:
+        """Several rows: where a row is a left border and one chunk (padding on the left, vlo <= LANES,
+        the rest of the row in one chunk ending at vhi, no border on the right), a border chunk at 0
+        interleaved with that chunk; other rows as _interior_chunks.  ResNet's pooling (8x64x56x56 3x3 s2
+        p1, float32, 1 thread, the kernel in a harness): 0.519 -> 0.500 ms.  The same border chunks in
+        every row (the single rows, right borders, paddings past a vector) made it slower than the scalar
+        elements they replaced: 0.55-0.60 ms."""
+        size = rule.sizes[-1]
+        return (Branch((VLO > 0, VLO <= LANES, VHI - VLO + 1 >= LANES, VHI + 1 <= 2 * LANES, VHI + 1 >= size),
+                       chunks(S.Zero, VHI - LANES + 1, rows=rows, border=(0,)),
+                       _interior_chunks(vec, size, lambda *at: chunks(*at, rows=rows), element)),)
 
     def row(rows) -> tuple:
         """The row's nodes for each of ``rows`` (substitutions of the row index), all in one pass; a row
@@ -1412,7 +1438,8 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
         sentinels = [Symbol(f'{SENTINEL}{k}') for k in range(2 * len(rows))]   # the most chains of a chunk
         return (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi),
                 *(Declare(n.name, 'vec', S.Zero) for n in sentinels)) + \
-            _interior_chunks(vec, rule.sizes[-1], lambda *at: chunks(*at, rows=rows), element) + \
+            (_two_chunks(rows, element) if len(rows) > 1 else
+             _interior_chunks(vec, rule.sizes[-1], lambda *at: chunks(*at, rows=rows), element)) + \
             (Guard((Ne(VAnyNaN(Add(*sentinels)), 0),), (Loop(vec, S.Zero, rule.sizes[-1] - 1, element),)),)
     paired = _paired_rows(rule, term, lo, hi)
     if paired is None:

@@ -137,6 +137,10 @@ class CPrinter(IndexPrinting, C99CodePrinter):
         array, flat, stride, mask = (self._print(a) for a in expr.args)
         return f'bp_vload_masked_{self.suffix}({array}, {flat}, {stride}, {mask})'
 
+    def _print_VLoadOr(self, expr):
+        array, flat, stride, mask, fill = (self._print(a) for a in expr.args)
+        return f'bp_vload_or_{self.suffix}({array}, {flat}, {stride}, {mask}, {fill})'
+
     def _print_VKeep(self, expr):
         return f'bp_vkeep_{self.suffix}({self._print(expr.args[0])}, {self._print(expr.args[1])})'
 
@@ -148,6 +152,9 @@ class CPrinter(IndexPrinting, C99CodePrinter):
 
     def _print_VSplat(self, expr):
         return f'bp_vsplat_{self.suffix}({self._print(expr.args[0])})'
+
+    def _print_VNotFinite(self, expr):
+        return f'bp_vnot_finite_{self.suffix}({self._print(expr.args[0])})'
 
     def _print_VAnyNaN(self, expr):
         return f'bp_vany_nan_{self.suffix}({self._print(expr.args[0])})'
