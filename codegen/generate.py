@@ -120,8 +120,7 @@ def binding_file(rules) -> str:
         view = dict(name=r.name, signature=', '.join(kernel.arrays), first=kernel.arrays[0],
                     call=_pointers(r, kernel.arrays, False), call_copies=_pointers(r, kernel.arrays, True),
                     failures=_failures(k32['failure_messages']), bound_call='size' if packed else '*args',
-                    bound=(f'size = new_sizes([{", ".join(sizes)}])' if packed else
-                           f'args = ({"".join(f"{s}, " for s in sizes).rstrip()})'))
+                    bound=f'size = new_sizes([{", ".join(sizes)}])' if packed else f'args = ({", ".join(sizes)},)')
         for suffix, k in (('f32', k32), ('f64', k64)):
             symbol, prototype, wrapper = (_packed(k, kernel.arrays, len(sizes)) if packed else
                                           (k['symbol'], _prototype(k['symbol'], k['signature']) + ';', ''))

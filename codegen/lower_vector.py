@@ -1313,7 +1313,7 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     0.645 -> 0.535 ms; the scalar elements at both rows' borders share one nest: run one after the
     other they took 28 % of the samples, together 19 %); chunks that touch the border, and rows
     shorter than a vector, run the scalar element per output (but a left border chunk in two rows at
-    a time: _two_chunks).  Positions are held in int32 lanes: the path runs when every position of an
+    a time: row).  Positions are held in int32 lanes: the path runs when every position of an
     input plane, and every tap's offset in it, fits (the conditions)."""
     (term, _), = rule.terms
     check_accesses(rule, term)
@@ -1419,28 +1419,23 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     columns = _column_taps(rule, term, value, vec) if loop_order(term)[-1:] == [
         v for v in term.vars if v in value.indices[-1].free_symbols] else None   # the column tap innermost
 
-    def _two_chunks(rows, element) -> tuple:
-        """Several rows: where a row is a left border and one chunk (padding on the left, vlo <= LANES,
-        the rest of the row in one chunk ending at vhi, no border on the right), a border chunk at 0
-        interleaved with that chunk; other rows as _interior_chunks.  ResNet's pooling (8x64x56x56 3x3 s2
-        p1, float32, 1 thread, the kernel in a harness): 0.519 -> 0.500 ms.  The same border chunks in
-        every row (the single rows, right borders, paddings past a vector) made it slower than the scalar
-        elements they replaced: 0.55-0.60 ms."""
-        size = rule.sizes[-1]
-        return (Branch((VLO > 0, VLO <= LANES, VHI - VLO + 1 >= LANES, VHI + 1 <= 2 * LANES, VHI + 1 >= size),
-                       chunks(S.Zero, VHI - LANES + 1, rows=rows, border=(0,)),
-                       _interior_chunks(vec, size, lambda *at: chunks(*at, rows=rows), element)),)
-
     def row(rows) -> tuple:
         """The row's nodes for each of ``rows`` (substitutions of the row index), all in one pass; a row
-        whose chunks met a NaN runs the scalar element again."""
-        element = max_nodes(rule, steps, rows)
+        whose chunks met a NaN runs the scalar element again.  Several rows: where a row is a left border
+        and one chunk (padding on the left, vlo <= LANES, the rest of the row in one chunk ending at vhi,
+        no border on the right), a border chunk at 0 interleaved with that chunk.  ResNet's pooling
+        (8x64x56x56 3x3 s2 p1, float32, 1 thread, the kernel in a harness): 0.519 -> 0.500 ms.  The same
+        border chunks in every row (the single rows, right borders, paddings past a vector) made it slower
+        than the scalar elements they replaced: 0.55-0.60 ms."""
+        element, size = max_nodes(rule, steps, rows), rule.sizes[-1]
         sentinels = [Symbol(f'{SENTINEL}{k}') for k in range(2 * len(rows))]   # the most chains of a chunk
+        body = _interior_chunks(vec, size, lambda *at: chunks(*at, rows=rows), element)
+        if len(rows) > 1:
+            body = (Branch((VLO > 0, VLO <= LANES, VHI - VLO + 1 >= LANES, VHI + 1 <= 2 * LANES, VHI + 1 >= size),
+                           chunks(S.Zero, VHI - LANES + 1, rows=rows, border=(0,)), body),)
         return (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi),
-                *(Declare(n.name, 'vec', S.Zero) for n in sentinels)) + \
-            (_two_chunks(rows, element) if len(rows) > 1 else
-             _interior_chunks(vec, rule.sizes[-1], lambda *at: chunks(*at, rows=rows), element)) + \
-            (Guard((Ne(VAnyNaN(Add(*sentinels)), 0),), (Loop(vec, S.Zero, rule.sizes[-1] - 1, element),)),)
+                *(Declare(n.name, 'vec', S.Zero) for n in sentinels), *body,
+                Guard((Ne(VAnyNaN(Add(*sentinels)), 0),), (Loop(vec, S.Zero, size - 1, element),)))
     paired = _paired_rows(rule, term, lo, hi)
     if paired is None:
         body = _box_loops(rule.index[:-1], rule.sizes[:-1], row(({},)))
