@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sympy import Function, Integer, Symbol, false, true
+from sympy import Function, Integer, S, Symbol, false, true
 
 
 class FloorDiv(Function):
@@ -263,7 +263,7 @@ class Kernel:
 def substitute(nodes: tuple, mapping: dict) -> tuple:
     """The nodes with ``mapping`` applied to every expression they hold (for specialized copies)."""
     def sub(value):
-        if isinstance(value, tuple):
+        if isinstance(value, (tuple, list)):   # (a body built as a list: a max kernel's scalar element)
             return tuple(sub(v) for v in value)
         if hasattr(value, 'xreplace'):
             return value.xreplace(mapping)
@@ -305,6 +305,22 @@ def fold(nodes: tuple, excluded: frozenset = frozenset()) -> tuple:
                 continue
             n = replace(n, conds=tuple(c for c in n.conds if c is not true))
         fields = {f: fold(getattr(n, f), excluded) for f in ('body', 'then', 'otherwise') if hasattr(n, f)}
+        out.append(replace(n, **fields) if fields else n)
+    return tuple(out)
+
+
+def unrolled(nodes: tuple, var) -> tuple:
+    """The nodes with each loop over ``var`` whose bounds are numbers (in a specialized copy) replaced by
+    its body once per value of ``var``, substituted, each copy's variables renamed: the compiler then
+    folds what depends on it (a tap's permute indices), where GCC left a loop of three over a large
+    body rolled."""
+    out = []
+    for n in nodes:
+        if isinstance(n, Loop) and n.var == var and all(S(e).is_Integer for e in (n.lower, n.upper, n.step)):
+            for value in range(int(n.lower), int(n.upper) + 1, int(n.step)):
+                out += renamed(unrolled(substitute(n.body, {var: S(value)}), var), f'_{var}{value}')
+            continue
+        fields = {f: unrolled(getattr(n, f), var) for f in ('body', 'then', 'otherwise') if hasattr(n, f)}
         out.append(replace(n, **fields) if fields else n)
     return tuple(out)
 

@@ -122,7 +122,7 @@ from derive.zsum import exact_cover, holds, within, zero_padded
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop,
                  VAdd, VAnyNaN, VKeep, VLoad, VLoadMasked, VLoadOr, VNotFinite, VSelectMax, VSplat, VStore,
                  VStoreIndex, VStorePair, VTaps)
-from .ir import fold, renamed, substitute, walk
+from .ir import fold, renamed, substitute, unrolled, walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
                     check_accesses, first_visit, loop_order, max_nodes, max_parts, parallel, scatter_targets,
                     without_output_box)
@@ -1094,12 +1094,17 @@ class ColumnTaps:
         """The lane masks of the three vectors (``suffix``: of one chunk among several)."""
         return [Symbol(f'cols{i}{suffix}', integer=True) for i in range(3)]
 
-    def mask_declarations(self, v0, suffix: str = '') -> tuple:
-        """The lanes of each of the three vectors that lie in the array (the others read 0, untouched)."""
+    def mask_declarations(self, v0, suffix: str = '', needed: bool = False, bounded: bool = True) -> tuple:
+        """The lanes of each of the three vectors to load: with ``bounded``, those that lie in the array
+        (the others read 0, untouched); with ``needed``, those some tap reads (a chunk inside the array
+        needs no other bound: constants once the window is, the loads of whole vectors plain)."""
         first = expand(self.column.xreplace({self.vec: v0, self.tap: self.lo}))
-        width = self.tensor.shape[-1]
-        return tuple(Declare(k.name, 'index', LaneMask(-first - i * LANES, width - 1 - first - i * LANES))
-                     for i, k in enumerate(self.masks(suffix)))
+        width, span = self.tensor.shape[-1], self.dilation * (self.hi - self.lo) + self.stride * (LANES - 1) + 1
+        lanes = []
+        for i in range(3):
+            lo, hi = (-first - i * LANES, width - 1 - first - i * LANES) if bounded else (S.Zero, LANES - 1)
+            lanes.append(LaneMask(lo, _min([hi, span - 1 - i * LANES]) if needed else hi))
+        return tuple(Declare(k.name, 'index', mask) for k, mask in zip(self.masks(suffix), lanes))
 
     def taps(self, registers) -> Expr:
         return VTaps(*registers, self.dilation * (self.tap - self.lo), self.stride)
@@ -1338,7 +1343,7 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     tap, rest = _split_taps(candidate, term.vars)
     widest = tap.xreplace(dict(zip(term.vars, (k - 1 for k in rule.window))))   # coefficients are positive
 
-    def chunks(*at, rows=({},), border=()):
+    def chunks(*at, rows=({},), border=(), least=3):
         """Chunks of LANES outputs starting at each of ``at`` in each of the ``rows`` (the row index's
         values, as substitutions): one tap loop, a selector chain per chunk and row (independent chains
         hide the latency of compare and blend).  A chain's positions hold the tap's offset only (one
@@ -1347,7 +1352,8 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
         taps are all inside (their constraints are left out).  The chunks at the indices ``border`` of
         ``at`` may hold windows that reach past the row: each tap loads its lanes inside (a lane mask)
         and -inf in the others, which no compare takes; a lane whose taps inside all hold -inf ends at
-        -inf with the first tap's offset, perhaps outside, and sends its row to the scalar element."""
+        -inf with the first tap's offset, perhaps outside, and sends its row to the scalar element.  At a
+        stride of ``least`` or more, the taps come from row registers (_registered)."""
         chains = [(row, v0, i in border) for row in rows for i, v0 in enumerate(at)]
         mine = [c for c in conds if not c.free_symbols & set(rows[0])]
         decls, leaf, stores = [], [], []
@@ -1377,9 +1383,9 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
         for k in range(len(chains)):
             decls += [Declare(f'{BEST}{k}', 'vec', VSplat(-oo)),
                       Declare(f'{POSITION}{k}', 'vindex', tap.xreplace(first))]
-        if columns is None or border:   # (a row register holds the neighbouring rows' elements past a border)
+        if columns is None:
             return (*decls, *nest, *stores)
-        return (Branch(columns.conditions + (columns.stride >= 3, LANES >= 16),
+        return (Branch(columns.conditions + (columns.stride >= least, LANES >= 16),
                        (*decls, *_registered(chains, mine), *stores), (*decls, *nest, *stores)),)
 
     def _select(k) -> tuple:
@@ -1391,22 +1397,26 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
         return VSelectMax(f'{BEST}{k}', f'{POSITION}{k}', x, tap), Assign(Symbol(f'{SENTINEL}{k}'), x, '+=')
 
     def _registered(chains, conds) -> tuple:
-        """The taps of ``chains`` (row, chunk start) from row registers (ColumnTaps): each window row's
-        columns loaded once a chunk (masked by the array's bounds: memory-safe; in the interior every
-        tap's lanes are inside), the column taps in the scalar nest's order inside (the same selection
-        order).  At a stride of 3 or more, where a strided load is a scalar gather, of 16 lanes or more
-        (8x64x56x56, 3x3 s3 p1: float32 1.11 -> 0.72 ms; float64's 8-lane gathers were faster, 1.61
-        against 1.70 ms); at stride 2 the selection chains bound the kernel and the permuted loads were
-        faster (0.70 against 0.92 ms)."""
+        """The taps of ``chains`` (row, chunk start, at a border) from row registers (ColumnTaps): each
+        window row's columns loaded once a chunk, masked by the row's bounds (memory-safe; in the
+        interior every tap's lanes are inside; a border chunk's lanes outside hold -inf, as its taps'
+        loads do), the column taps in the scalar nest's order inside (the same selection order).  At a
+        stride of 3 or more, where a strided load is a scalar gather, of 16 lanes or more (8x64x56x56,
+        3x3 s3 p1: float32 1.11 -> 0.72 ms; float64's 8-lane gathers were faster, 1.61 against 1.70 ms).
+        At stride 2 the permuted loads were faster while the tap loop ran over a run-time window (0.70
+        against 0.92 ms: each tap's permute indices computed, a third source mixed in by a compare); the
+        common window's copy has constant taps (max_vector_nodes)."""
         m = columns.tap
         loads, selects, masks = [], [], []
-        for k, (row, v0, _) in enumerate(chains):
+        for k, (row, v0, edge) in enumerate(chains):
             registers = [Symbol(f'r{i}_{k}') for i in range(3)]
             chunk_masks = columns.masks(f'_{k}')
-            masks += columns.mask_declarations(v0, f'_{k}')
+            masks += columns.mask_declarations(v0, f'_{k}', needed=True, bounded=edge)
             start = columns.start(value).xreplace({V0: v0, **row})
-            loads += [Declare(r.name, 'vec', VLoadMasked(Symbol(columns.tensor.name), start + i * LANES, S.One,
-                                                          chunk_masks[i])) for i, r in enumerate(registers)]
+            array = Symbol(columns.tensor.name)
+            loads += [Declare(r.name, 'vec', VLoadOr(array, start + i * LANES, S.One, chunk_masks[i], -oo) if edge
+                              else VLoadMasked(array, start + i * LANES, S.One, chunk_masks[i]))
+                      for i, r in enumerate(registers)]
             selects += [Declare(f'x{k}', 'vec', columns.taps(registers)), *_select(k)]
         others = [v for v in loop_order(term) if v != m]
         mine = [c for c in conds if m in c.free_symbols]
@@ -1419,33 +1429,58 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     columns = _column_taps(rule, term, value, vec) if loop_order(term)[-1:] == [
         v for v in term.vars if v in value.indices[-1].free_symbols] else None   # the column tap innermost
 
-    def row(rows) -> tuple:
+    def row(rows, least) -> tuple:
         """The row's nodes for each of ``rows`` (substitutions of the row index), all in one pass; a row
         whose chunks met a NaN runs the scalar element again.  Several rows: where a row is a left border
         and one chunk (padding on the left, vlo <= LANES, the rest of the row in one chunk ending at vhi,
-        no border on the right), a border chunk at 0 interleaved with that chunk.  ResNet's pooling
-        (8x64x56x56 3x3 s2 p1, float32, 1 thread, the kernel in a harness): 0.519 -> 0.500 ms.  The same
-        border chunks in every row (the single rows, right borders, paddings past a vector) made it slower
-        than the scalar elements they replaced: 0.55-0.60 ms."""
+        no border on the right), a border chunk at 0 interleaved with that chunk, their taps from row
+        registers at a stride of ``least`` or more.  ResNet's pooling (8x64x56x56 3x3 s2 p1, float32, 1
+        thread, the kernel in a harness): 0.519 -> 0.500 ms.  The same border chunks in every row (the
+        single rows, right borders, paddings past a vector) made it slower than the scalar elements they
+        replaced: 0.55-0.60 ms."""
         element, size = max_nodes(rule, steps, rows), rule.sizes[-1]
         sentinels = [Symbol(f'{SENTINEL}{k}') for k in range(2 * len(rows))]   # the most chains of a chunk
         body = _interior_chunks(vec, size, lambda *at: chunks(*at, rows=rows), element)
         if len(rows) > 1:
             body = (Branch((VLO > 0, VLO <= LANES, VHI - VLO + 1 >= LANES, VHI + 1 <= 2 * LANES, VHI + 1 >= size),
-                           chunks(S.Zero, VHI - LANES + 1, rows=rows, border=(0,)), body),)
+                           chunks(S.Zero, VHI - LANES + 1, rows=rows, border=(0,), least=least), body),)
         return (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi),
                 *(Declare(n.name, 'vec', S.Zero) for n in sentinels), *body,
                 Guard((Ne(VAnyNaN(Add(*sentinels)), 0),), (Loop(vec, S.Zero, size - 1, element),)))
-    paired = _paired_rows(rule, term, lo, hi)
-    if paired is None:
-        body = _box_loops(rule.index[:-1], rule.sizes[:-1], row(({},)))
-    else:   # two rows at a time where their taps are all inside: twice the chains
-        u, inside = paired
-        both = row(({u: _base(u)}, {u: _base(u) + 1}))
-        body = _box_loops(rule.index[:-2], rule.sizes[:-2], _rows_in_blocks(u, inside, rule.sizes[-2], row(({},)),
-                                                                             both, 2))
+    def rows(least) -> tuple:
+        """Every row; the border chunks of two rows take their taps from row registers at a stride of
+        ``least`` or more."""
+        paired = _paired_rows(rule, term, lo, hi)
+        if paired is None:
+            return parallel(_box_loops(rule.index[:-1], rule.sizes[:-1], row(({},), least)))
+        u, inside = paired   # two rows at a time where their taps are all inside: twice the chains
+        both = row(({u: _base(u)}, {u: _base(u) + 1}), least)
+        return parallel(_box_loops(rule.index[:-2], rule.sizes[:-2],
+                                   _rows_in_blocks(u, inside, rule.sizes[-2], row(({},), least), both, 2)))
     plane = Mul(*tensors[value.base].shape[len(rule.index) - len(rule.window):])
-    return (plane <= 2**31 - 1, widest <= 2**31 - 1), _stride_versions(parallel(body))
+    body = _stride_versions(rows(3))
+    common = _common_window(rule, columns)
+    if common is not None:
+        copy = unrolled(fold(substitute(rows(2), common)), columns.tap)
+        body = (Branch(tuple(Eq(p, v) for p, v in common.items()) + (VREGS >= 32, LANES >= 16), copy, body),)
+    return (plane <= 2**31 - 1, widest <= 2**31 - 1), body
+
+
+def _common_window(rule, columns) -> dict | None:
+    """{stride: 2, window: 3, dilation: 1} for the symbols of a max kernel's column taps (ResNet's 3x3
+    stride-2 pooling), or None.  Its copy takes the taps of two rows' border chunks from row registers,
+    its tap loop unrolled (three constant offsets: each tap one or two permutes of constant indices,
+    the registers' lane masks constants inside): 8x64x56x56 3x3 s2 p1, float32, 1 thread, the kernel in
+    a harness, 0.51 -> 0.40 ms against the permuted load of each tap (two loads and a permute).  Not
+    with a run-time window (0.70 against 0.92 ms the other way: each tap's permute indices computed),
+    nor in the other chunks of the copy (0.40 -> 0.45 ms: GCC's code for the whole function), nor the
+    constants alone (0.540 -> 0.588 ms)."""
+    if columns is None or not rule.window:
+        return None
+    values = {columns.stride: S(2), rule.window[-1]: S(3), columns.dilation: S.One}
+    if any(not p.is_Symbol for p in values) or len(values) != 3 or columns.hi - columns.lo + 1 != rule.window[-1]:
+        return None
+    return values
 
 
 def _paired_rows(rule, term, lo, hi) -> tuple | None:

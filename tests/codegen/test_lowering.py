@@ -342,14 +342,15 @@ def test_parallel_loops_are_outlined_and_run_with_or_without_a_region():
 def test_window_sums_take_strided_taps_from_row_registers_only_when_zero_padding_is_exact():
     """Average pooling forward (one array, its column constraints the input's bounds: claim pool.avg-rows)
     sums its rows into registers and takes each tap by permutes (VTaps), on AVX-512 and at a stride of 2
-    or more (max pooling's selections at 3 or more); a convolution (two arrays) does not, nor a window sum
-    with a constraint of its own."""
+    or more (max pooling's selections at 3 or more, and at 2 in the copy for a 3-wide undilated window,
+    where the two rows' border chunks take them with constant offsets: its tap loops unrolled); a
+    convolution (two arrays) does not, nor a window sum with a constraint of its own."""
     from dataclasses import replace as replaced
 
     from sympy import Eq
 
-    from codegen.ir import Branch, walk
-    from codegen.lower_vector import VREGS
+    from codegen.ir import Branch, VTaps, walk
+    from codegen.lower_vector import LANES, VREGS
     from codegen.spec import rule
     for dims in (1, 2, 3):
         body = lower(rule(f'avg_pool{dims}d')).body
@@ -359,9 +360,18 @@ def test_window_sums_take_strided_taps_from_row_registers_only_when_zero_padding
         unit = [n for n in walk(body) if isinstance(n, Branch) and Eq(stride, 1) in n.conds]
         assert not any(_has_taps(n.then) for n in unit)   # the stride-1 copy: one unaligned load a tap
         assert any((stride >= 2) in n.conds for n in guarded)   # and the general copy tests it
-        selections = [n for n in walk(lower(rule(f'max_pool{dims}d')).body) if isinstance(n, Branch)
-                      and (VREGS >= 32) in n.conds]   # max pooling: at strides of 3 or more only
+        max_pool = rule(f'max_pool{dims}d')
+        window = max_pool.window[-1]
+        common = [n for n in walk(lower(max_pool).body) if isinstance(n, Branch) and Eq(stride, 2) in n.conds
+                  and Eq(window, 3) in n.conds]
+        assert len(common) == 1 and {VREGS >= 32, LANES >= 16} <= set(common[0].conds)
+        (copy,), general = common, common[0].otherwise
+        selections = [n for n in walk(general) if isinstance(n, Branch) and (VREGS >= 32) in n.conds]
         assert selections and all((stride >= 3) in n.conds and _has_taps(n.then) for n in selections)
+        taps = [e for n in walk(copy.then) for e in (getattr(n, 'value', None),) if hasattr(e, 'atoms')
+                for e in e.atoms(VTaps)]
+        assert taps and all(t.args[3].is_Integer for t in taps)   # unrolled: each tap's offset a constant
+        assert {int(t.args[3]) for t in taps} == {0, 1, 2}
     assert not _has_taps(lower(rule('conv2d')).body)
     avg = rule('avg_pool1d')
     (term, name), = avg.terms
