@@ -1400,11 +1400,12 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
 
     def _registered(chains, conds) -> tuple:
         """The taps of ``chains`` (row, chunk start, at a border) from row registers (ColumnTaps): each
-        window row's columns loaded once a chunk, masked by the row's bounds (memory-safe; in the
-        interior every tap's lanes are inside; a border chunk's lanes outside hold -inf, as its taps'
-        loads do), the column taps in the scalar nest's order inside (the same selection order).  At a
-        stride of 3 or more, where a strided load is a scalar gather, of 16 lanes or more (8x64x56x56,
-        3x3 s3 p1: float32 1.11 -> 0.72 ms; float64's 8-lane gathers were faster, 1.61 against 1.70 ms).
+        window row's columns loaded once a chunk, the lanes some tap reads (memory-safe: in the interior
+        every tap's lanes are inside; a border chunk's lanes are masked to its row too, -inf outside, as
+        its taps' loads do), the column taps in the scalar nest's order inside (the same selection
+        order).  At a stride of 3 or more, where a strided load is a scalar gather, of 16 lanes or more
+        (8x64x56x56, 3x3 s3 p1: float32 1.11 -> 0.72 ms; float64's 8-lane gathers were faster, 1.61
+        against 1.70 ms).
         At stride 2 the permuted loads were faster while the tap loop ran over a run-time window (0.70
         against 0.92 ms: each tap's permute indices computed, a third source mixed in by a compare); the
         common window's copy has constant taps (max_vector_nodes)."""
