@@ -280,16 +280,18 @@ def test_max_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding,
 def test_max_pool_left_border_chunk_matches_torch(backend, dtype, width):
     """3x3 s2 p1 rows of 14 and 25 outputs: the C kernels run the two rows' first chunk, whose first
     window reaches the padding, with its taps masked to -inf and interleaved with the chunk that ends
-    the row (lower_vector.max_vector_nodes), in float32 at 25 outputs and in float64 at 14.  Windows
-    whose inside holds only -inf keep their first tap inside (the row runs the scalar element again),
-    ties keep the first, a NaN the last."""
+    the row (lower_vector.max_vector_nodes), in float32 at 25 outputs and in float64 at 14; in float32
+    on AVX-512 their taps come from row registers (the copy for a 3-wide window at stride 2), in 1, 2
+    and 3 dimensions.  Windows whose inside holds only -inf keep their first tap inside (the row runs
+    the scalar element again), ties keep the first, a NaN the last."""
     rng = np.random.default_rng(width)
     x = rng.integers(-2, 3, size=(2, 3, 10, width)).astype(dtype)
     x[..., :2] = -np.inf                       # the first window of every row: -inf inside
     x[0, 1, 4, 7] = np.nan                     # one row pair's sentinel
     x[1, 2, :, 1] = 5.0                        # a tie in the first window, across its rows
     params = dict(kernel_size=3, stride=2, padding=1)
-    for pool, data in ((backend.max_pool2d, x), (backend.max_pool1d, x.reshape(2, 3 * 10, width))):
+    for pool, data in ((backend.max_pool2d, x), (backend.max_pool1d, x.reshape(2, 3 * 10, width)),
+                       (backend.max_pool3d, x[:, :, None])):
         expected, expected_idx = torch_max(data, **params)
         got, idx = pool(data, return_indices=True, **params)
         np.testing.assert_array_equal(idx, expected_idx)
