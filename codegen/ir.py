@@ -318,7 +318,8 @@ def unrolled(nodes: tuple, var) -> tuple:
     for n in nodes:
         if isinstance(n, Loop) and n.var == var and all(S(e).is_Integer for e in (n.lower, n.upper, n.step)):
             for value in range(int(n.lower), int(n.upper) + 1, int(n.step)):
-                out += renamed(unrolled(substitute(n.body, {var: S(value)}), var), f'_{var}{value}')
+                suffix = f'_{var}{value}'.replace('-', 'n')   # (a name: -1 as n1)
+                out += renamed(unrolled(substitute(n.body, {var: S(value)}), var), suffix)
             continue
         fields = {f: unrolled(getattr(n, f), var) for f in ('body', 'then', 'otherwise') if hasattr(n, f)}
         out.append(replace(n, **fields) if fields else n)

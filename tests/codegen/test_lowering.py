@@ -231,6 +231,32 @@ def test_renamed_gives_a_copy_its_own_variables_and_nothing_else():
     assert renamed(code, '_1') == copy and renamed(code, '_2') != copy
 
 
+def test_substitute_reaches_bodies_built_as_lists():
+    """A max kernel's scalar element is a list of nodes: a specialized copy substitutes into it too."""
+    from codegen.ir import Assign, Loop, substitute
+    i, n, s = (Symbol(x, integer=True) for x in ('i', 'N', 'S'))
+    nest = (Loop(i, 0, n, [Assign(Symbol('a'), s * i)]),)
+    assert substitute(nest, {s: 2})[0].body == (Assign(Symbol('a'), 2 * i),)
+
+
+def test_unrolled_copies_a_constant_loop_once_per_value():
+    """ir.unrolled: a loop over the variable with numeric bounds becomes its body per value, the variable
+    substituted and each copy's declarations renamed (valid C names for negative values too); a loop over
+    another variable, or with a symbolic bound, stays."""
+    from codegen.ir import Assign, Declare, Loop, unrolled, walk
+    m, i, n = (Symbol(x, integer=True) for x in ('m', 'i', 'N'))
+    body = (Declare('x', 'acc', 3 * m), Assign(Symbol('a'), Symbol('x', integer=True), '+='))
+    out = unrolled((Loop(i, 0, n, (Loop(m, -1, 1, body),)),), m)
+    assert isinstance(out[0], Loop) and out[0].var == i and not any(
+        isinstance(node, Loop) and node.var == m for node in walk(out))
+    declared = [node for node in walk(out) if isinstance(node, Declare)]
+    assert [d.name for d in declared] == ['x_mn1', 'x_m0', 'x_m1'] and [d.value for d in declared] == [-3, 0, 3]
+    assert all(d.name.isidentifier() for d in declared)
+    assert [node.value.name for node in walk(out) if isinstance(node, Assign)] == ['x_mn1', 'x_m0', 'x_m1']
+    kept = (Loop(m, 0, n, body),)
+    assert unrolled(kept, m) == kept and unrolled((Loop(i, 0, 2, body),), m) == (Loop(i, 0, 2, body),)
+
+
 def test_fold_takes_the_branch_a_substitution_decided():
     from sympy import Eq
     from sympy import Symbol as Sym
