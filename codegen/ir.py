@@ -120,6 +120,7 @@ class Loop:
     parallel: int = 0     # OpenMP over this loop and the next parallel - 1 nested ones (collapse)
     work: object = 0      # elements touched: threads start only when it is large enough
     flags: tuple = ()     # names of int flags the parallel iterations OR together
+    unroll: int = 0       # a hint: the compiler unrolls it this many times (a loop of 1 or 2 taps)
     kind: str = 'loop'
 
 

@@ -98,7 +98,7 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
             inner = n.parallel - 1 if n.parallel else max(collapsed - 1, 0)
             out.append(dict(kind='loop', var=var, lower=printer.doprint(n.lower) + end, upper=upper,
                             step=step, parallel=n.parallel, work=printer.doprint(n.work), flags=n.flags,
-                            team=False, body=printed_nodes(n.body, printer, real, inner)))
+                            unroll=n.unroll, team=False, body=printed_nodes(n.body, printer, real, inner)))
         elif n.kind == 'guard':
             out.append(dict(kind='guard', cond=_conjunction(n.conds, printer),
                             body=printed_nodes(n.body, printer, real, collapsed)))

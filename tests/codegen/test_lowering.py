@@ -231,6 +231,30 @@ def test_renamed_gives_a_copy_its_own_variables_and_nothing_else():
     assert renamed(code, '_1') == copy and renamed(code, '_2') != copy
 
 
+def test_average_backward_has_a_copy_for_the_common_window_on_both_axes():
+    """avg_pool2d_backward's gather at column stride 2: a copy for 3x3 windows padded by 1 at row stride 2
+    (lower_vector._common_rows), both row residues in turn in each row pair (no loop over the residue)
+    and each one's loops over its window rows marked for the compiler to unroll; not in 1-D (no row
+    residue) nor 3-D (two)."""
+    from sympy import Eq
+
+    from codegen.ir import Branch, Loop, walk
+    from codegen.spec import rule
+    k0, p0, k1, p1, s0 = (Symbol(n, integer=True, positive=True) for n in ('K0', 'P0', 'K1', 'P1', 'S0'))
+    wanted = {Eq(k0, 3), Eq(p0, 1), Eq(k1, 3), Eq(p1, 1), Eq(s0, 2)}
+    copies = [n for n in walk(lower(rule('avg_pool2d_backward')).body) if isinstance(n, Branch)
+              and {str(c) for c in n.conds} == {str(c) for c in wanted}]
+    assert copies
+    for copy in copies:
+        loops = [n for n in walk(copy.then) if isinstance(n, Loop)]
+        assert not any(str(n.var) == 'i0r' for n in loops)                     # the row residue unrolled
+        rows = [n for n in loops if str(n.var).startswith('m0k')]
+        assert rows and all(n.unroll == 2 for n in rows)                       # its window rows: a hint
+        assert not any(n.unroll for n in loops if not str(n.var).startswith('m0k'))
+    for other in ('avg_pool1d_backward', 'avg_pool3d_backward'):
+        assert not any(isinstance(n, Loop) and n.unroll for n in walk(lower(rule(other)).body))
+
+
 def test_substitute_reaches_bodies_built_as_lists():
     """A max kernel's scalar element is a list of nodes: a specialized copy substitutes into it too."""
     from codegen.ir import Assign, Loop, substitute
@@ -507,9 +531,11 @@ def test_residue_gather_stores_both_residues_of_stride_2_interleaved(dims):
     follows stores masked chunks only (an odd width's last position), the rows shorter than a vector
     aside; only the stride-2 copies have pairs.  The vector rows run in memory order: each quotient loop
     encloses its residue's."""
-    from codegen.ir import Branch, Loop, VStore, VStorePair, walk
+    from codegen.ir import Branch, Loop, VStore, VStorePair, fold, walk
     from codegen.lower_vector import LANES, PEND, V0
     gather, _ = _average_backward(dims)
+    common = {c for n in walk(gather) if isinstance(n, Branch) and len(n.conds) == 5 for c in n.conds}
+    gather = fold(gather, frozenset(common)) if common else gather   # the common window's copy: its own test
     stride = Symbol(f'S{dims - 1}', integer=True, positive=True)
     residue = Symbol(f'i{dims - 1}r', integer=True)
     paired = [n for n in walk(gather) if isinstance(n, Branch) and n.conds == (Eq(stride, 2),)]
