@@ -695,10 +695,12 @@ def _stride_versions(nodes: tuple) -> tuple:
     return versions
 
 
-def _copy_for(values: dict, nodes: tuple, otherwise: tuple) -> tuple:
-    """A Branch running the nodes specialized to ``values`` (symbol -> number, substituted and folded)
-    where the symbols take them, ``otherwise`` elsewhere."""
-    return (Branch(tuple(Eq(p, v) for p, v in values.items()), fold(substitute(nodes, values)), otherwise),)
+def _copy_for(values: dict, nodes: tuple, otherwise: tuple, also: tuple = (), then=lambda copy: copy) -> tuple:
+    """A Branch running the nodes specialized to ``values`` (symbol -> number, substituted and folded,
+    then passed through ``then``) where the symbols take them and the conditions ``also`` hold,
+    ``otherwise`` elsewhere."""
+    return (Branch(tuple(Eq(p, v) for p, v in values.items()) + also, then(fold(substitute(nodes, values))),
+                   otherwise),)
 
 
 def _contiguous(nodes: tuple) -> tuple:
@@ -1009,12 +1011,11 @@ def _common_rows(rule, tile, sizes, rows: tuple, free: list, r) -> tuple:
         return rows
     (q,) = row_residues
     row, column = _column_window(rule, tile, q, sizes[q], axis=-2), _column_window(rule, tile, r, sizes[r])
-    (tap,) = _residue_taps(tile, q) if row is not None else (None,)
     if row is None or column is None or not sizes[q].is_Symbol:
         return rows
+    (tap,) = _residue_taps(tile, q)   # (one: _column_window found it)
     values = {**dict(zip(row, map(S, COMMON_WINDOW))), **dict(zip(column, map(S, COMMON_WINDOW))), sizes[q]: S(2)}
-    copy = unrolled(_unroll_hint(fold(substitute(rows, values)), tap.name, 2), q)
-    return (Branch(tuple(Eq(p, v) for p, v in values.items()), copy, rows),)
+    return _copy_for(values, rows, rows, then=lambda copy: unrolled(_unroll_hint(copy, tap.name, 2), q))
 
 
 def _unroll_hint(nodes: tuple, name: str, times: int) -> tuple:
@@ -1505,8 +1506,8 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     body = _stride_versions(rows(3))
     common = _common_window(rule, columns)
     if common is not None:
-        copy = unrolled(fold(substitute(rows(2), common)), columns.tap)
-        body = (Branch(tuple(Eq(p, v) for p, v in common.items()) + (VREGS >= 32, LANES >= 16), copy, body),)
+        body = _copy_for(common, rows(2), body, also=(VREGS >= 32, LANES >= 16),
+                         then=lambda copy: unrolled(copy, columns.tap))
     return (plane <= 2**31 - 1, widest <= 2**31 - 1), body
 
 
@@ -1521,7 +1522,7 @@ def _common_window(rule, columns) -> dict | None:
     constants alone (0.540 -> 0.588 ms)."""
     if columns is None or not rule.window:
         return None
-    values = {columns.stride: S(2), rule.window[-1]: S(3), columns.dilation: S.One}
+    values = {columns.stride: S(2), rule.window[-1]: S(COMMON_WINDOW[0]), columns.dilation: S.One}
     if any(not p.is_Symbol for p in values) or len(values) != 3 or columns.hi - columns.lo + 1 != rule.window[-1]:
         return None
     return values
