@@ -310,19 +310,19 @@ def fold(nodes: tuple, excluded: frozenset = frozenset()) -> tuple:
     return tuple(out)
 
 
-def unrolled(nodes: tuple, var) -> tuple:
-    """The nodes with each loop over ``var`` whose bounds are numbers (in a specialized copy) replaced by
-    its body once per value of ``var``, substituted, each copy's variables renamed: the compiler then
-    folds what depends on it (a tap's permute indices), where GCC left a loop of three over a large
-    body rolled."""
+def unrolled(nodes: tuple, *variables) -> tuple:
+    """The nodes with each loop over one of ``variables`` whose bounds are numbers (in a specialized copy)
+    replaced by its body once per value of its variable, substituted, each copy's variables renamed: the
+    compiler then folds what depends on it (a tap's permute indices), where GCC left a loop of three over
+    a large body rolled."""
     out = []
     for n in nodes:
-        if isinstance(n, Loop) and n.var == var and all(S(e).is_Integer for e in (n.lower, n.upper, n.step)):
+        if isinstance(n, Loop) and n.var in variables and all(S(e).is_Integer for e in (n.lower, n.upper, n.step)):
             for value in range(int(n.lower), int(n.upper) + 1, int(n.step)):
-                suffix = f'_{var}{value}'.replace('-', 'n')   # (a name: -1 as n1)
-                out += renamed(unrolled(substitute(n.body, {var: S(value)}), var), suffix)
+                suffix = f'_{n.var}{value}'.replace('-', 'n')   # (a name: -1 as n1)
+                out += renamed(unrolled(substitute(n.body, {n.var: S(value)}), *variables), suffix)
             continue
-        fields = {f: unrolled(getattr(n, f), var) for f in ('body', 'then', 'otherwise') if hasattr(n, f)}
+        fields = {f: unrolled(getattr(n, f), *variables) for f in ('body', 'then', 'otherwise') if hasattr(n, f)}
         out.append(replace(n, **fields) if fields else n)
     return tuple(out)
 
@@ -339,7 +339,7 @@ def walk(nodes):
             yield from walk(child)
 
 
-def _written(nodes) -> set:
+def written(nodes) -> set:
     """Names of the variables declared or assigned anywhere in ``nodes``."""
     names = set()
     for n in nodes:
@@ -352,7 +352,7 @@ def _written(nodes) -> set:
         elif isinstance(n, Loop):
             names.add(str(n.var))
         for child in _children(n):
-            names |= _written(child)
+            names |= written(child)
     return names
 
 
@@ -393,20 +393,20 @@ def hoist_invariants(nodes: tuple, pinned: int = 0) -> tuple:
                 out.append(replace(n, body=body))
                 continue
             kept, moved = list(body), []
-            written = _written(kept) | {str(n.var)}
+            changed = written(kept) | {str(n.var)}
             for k, b in enumerate(kept):
                 if isinstance(b, (Branch, Guard)):
-                    around = mentions(kept[:k] + kept[k + 1:] + list(nodes[i + 1:])) | _written(out)
-                    lifted, kept[k] = _lifted(b, around, written)
+                    around = mentions(kept[:k] + kept[k + 1:] + list(nodes[i + 1:])) | written(out)
+                    lifted, kept[k] = _lifted(b, around, changed)
                     moved += lifted
             for d in list(kept):
                 value = _index_value(d)
                 if value is None:
                     continue
-                inside = _written([k for k in kept if k is not d]) | {str(n.var)}
+                inside = written([k for k in kept if k is not d]) | {str(n.var)}
                 if d.name in inside:   # updated in the loop (a running position): its start belongs to each pass
                     continue
-                taken = _written(out) | {m.name for m in moved}
+                taken = written(out) | {m.name for m in moved}
                 if {str(s) for s in value.free_symbols} & inside or d.name in taken:
                     continue
                 kept.remove(d)
@@ -434,8 +434,8 @@ def _lifted(node, around: set, varying: set) -> tuple:
             if value is None or d.name in lifted:
                 continue
             before = new[f][:new[f].index(d)]
-            if {str(s) for s in value.free_symbols} & (_written(before) | varying) \
-                    or d.name in around | mentions(before) or d.name in _written(new[f][new[f].index(d) + 1:]):
+            if {str(s) for s in value.free_symbols} & (written(before) | varying) \
+                    or d.name in around | mentions(before) or d.name in written(new[f][new[f].index(d) + 1:]):
                 continue
             twins = {}
             for g in arms:
@@ -444,7 +444,7 @@ def _lifted(node, around: set, varying: set) -> tuple:
                 same = [e for e in new[g] if isinstance(e, Declare) and e.name == d.name]
                 ahead = new[g][:new[g].index(same[0])] if same else []
                 if same and same[0].value == d.value and d.name not in mentions(ahead) \
-                        and not {str(s) for s in value.free_symbols} & _written(ahead):
+                        and not {str(s) for s in value.free_symbols} & written(ahead):
                     twins[g] = same[0]
                 elif d.name in mentions(new[g]):
                     break
@@ -466,7 +466,7 @@ def _index_value(node):
 
 def mentions(nodes) -> set:
     """Names of every variable ``nodes`` declare, assign or read."""
-    names = _written(nodes)
+    names = written(nodes)
     for n in walk(nodes):
         for value in vars(n).values():
             for e in (value if isinstance(value, tuple) else (value,)):

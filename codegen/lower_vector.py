@@ -91,7 +91,8 @@ from its proven Z-sum:
   their offsets fold into the loads; pool3 average backward, Zen 4 float32, C driver 0.385 -> 0.320 ms;
   the same constants made the max forward slower, 0.540 -> 0.588 ms), and one for that window on the
   rows too at row stride 2, both row residues in turn, their window rows' loops unrolled (_common_rows:
-  0.329 -> 0.275 ms in a harness);
+  0.329 -> 0.275 ms in a harness), the pairs of rows whose window rows are inside at once, their taps
+  unrolled so that both rows' loads are the same expressions (_row_pairs: 0.28 -> 0.20 ms);
 * a scatter whose windows tile its output exactly (derive.zsum.exact_cover on
   every axis: kernel = stride, no padding, no remainder) has a run-time variant
   that stores each share, with no zeroing and no adds (pool2 average backward
@@ -126,7 +127,7 @@ from derive.zsum import exact_cover, holds, within, zero_padded
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop,
                  VAdd, VAnyNaN, VKeep, VLoad, VLoadMasked, VLoadOr, VNotFinite, VSelectMax, VSplat, VStore,
                  VStoreIndex, VStorePair, VTaps)
-from .ir import fold, renamed, substitute, unrolled, walk
+from .ir import fold, renamed, substitute, unrolled, walk, written
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
                     check_accesses, first_visit, loop_order, max_nodes, max_parts, parallel, scatter_targets,
                     without_output_box)
@@ -741,12 +742,13 @@ def _blocked(rule, tile, sizes, k, steps, inner_free) -> tuple:
         loops = _rows_in_order(rule, inner_free, sizes, body)
         r = _vector_residue(rule, tile, sizes, inner_free)
         try:
-            paired = None if r is None else _tile(rule, tile, sizes, steps, pair=r)
+            paired = None if r is None else _tile(rule, tile, sizes, steps,
+                                                  pair=lambda *row: _residue_pairs(rule, tile, sizes, r, *row))
         except LoweringError:   # (the residues' stores are not one element apart: no pairs)
             paired = None
         if paired is None:
             return loops
-        rows = _common_rows(rule, tile, sizes, _rows_in_order(rule, inner_free[:-1], sizes, paired), inner_free[:-1], r)
+        rows = _common_rows(rule, tile, sizes, steps, paired, inner_free[:-1], r)
         return (Branch((Eq(sizes[r], 2),), rows, loops),)
     var, r = tile.blocks[k]
     full = _blocked(rule, tile, sizes, k + 1, steps, inner_free)
@@ -785,17 +787,21 @@ def _slot(rule, tile, sizes) -> Expr:
     return expand(flat * len(_tile_combos(tile)))
 
 
-def _rows_in_order(rule, free, sizes, body) -> tuple:
+def _rows_in_order(rule, free, sizes, body, both=None) -> tuple:
     """Loops over the free indices ``free`` (outermost first) around ``body``, except that a residue r
     followed by its quotient q (i = S q + r, codegen.split) loops inside it: q over the count of r = 0
     (the largest), r guarded by its own.  The rows then run in memory order (i = 0, 1, 2, ...), not
-    every S-th row first: pool3 average backward, Zen 2 float32 (C driver), 2.1 -> 1.8 ms."""
+    every S-th row first: pool3 average backward, Zen 2 float32 (C driver), 2.1 -> 1.8 ms.  ``both(exist,
+    each)``: the code of the innermost such pair of rows where its residues 0 and 1 both have their row
+    (``exist``), from ``each``, the loop over r."""
     k = len(free) - 1
     while k >= 0:
         v, r = free[k], free[k - 1] if k else None
         if r in rule.residues and r in sizes[v].free_symbols:
-            guarded = (Guard((v <= sizes[v] - 1,), body),)
-            body = (Loop(v, S.Zero, sizes[v].xreplace({r: S.Zero}) - 1, (Loop(r, S.Zero, sizes[r] - 1, guarded),)),)
+            each = (Loop(r, S.Zero, sizes[r] - 1, (Guard((v <= sizes[v] - 1,), body),)),)
+            if both is not None:
+                each, both = both((v <= sizes[v].xreplace({r: S.One}) - 1,), each), None
+            body = (Loop(v, S.Zero, sizes[v].xreplace({r: S.Zero}) - 1, each),)
             k -= 2
         else:
             body = (Loop(v, S.Zero, sizes[v] - 1, body),)
@@ -877,7 +883,8 @@ def _padded(rule, tile, sizes, steps):
 
 
 def _tile(rule, tile, sizes, steps, pair=None) -> tuple:
-    """The rows of a tile (``pair``: a residue looped around them, paired by _residue_pairs)."""
+    """The rows of a tile (``pair(plain, masked, rows)``: the code of a row from its pieces, where residues
+    loop around it: _residue_pairs, _row_pairs)."""
     lo, hi = interior(rule, tile)
     bounds = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi))
     own = None if tile.padded else _lanes(tile, tile.term.conds)   # (a padded tile's chunks are all inside)
@@ -906,7 +913,7 @@ def _tile(rule, tile, sizes, steps, pair=None) -> tuple:
         plain = (chunk(single, None), None if own is None else chunk(single, own))
         chunks = (() if tile.padded else bounds) + _free_chunks(tile, size, plain, several, masked(S.Zero), tail)
         if pair is not None:
-            return _residue_pairs(rule, tile, sizes, pair, plain, masked, chunks)
+            return pair(plain, masked, chunks)
         taps = _row_taps(rule, tile, size, conds, steps)
         return chunks if taps is None else (Branch(taps[0], bounds + taps[1], chunks),)
     combos, known = _tile_combos(tile), set(rule.index)
@@ -961,23 +968,42 @@ def _residue_pairs(rule, tile, sizes, r, plain, masked, rows) -> tuple:
     AVX2 has no strided store: a stride-2 store was a lane loop of scalar stores (a third of the time).
     pool3 average backward, Zen 2 float32, C driver: 2.7 -> 2.1 ms (pairing only the chunks inside both
     interiors: 0.8x, each residue's last chunk then took 40 % of the time)."""
-    two = {sizes[r]: S(2)}
-    lo, hi = (e.xreplace(two) for e in interior(rule, tile))
-    size = sizes[tile.vec].xreplace(two)
-    each = [{**two, r: S(k)} for k in (0, 1)]
-    inside, guarded = (None if code is None else _paired(rule, code, each) for code in plain)
-    both = inside if guarded is None else (Branch((V0 >= PLO, V0 + LANES - 1 <= PHI), inside, guarded),)
-    whole = (Loop(V0, S.Zero, PEND - LANES, both, LANES),
-             Guard((Ne(Mod(PEND, LANES), 0),), (Loop(V0, PEND - LANES, PEND - LANES, both),)),
-             Loop(r, S.Zero, S.One, (Guard((size > PEND,), masked(PEND)),)))
-    nodes = (Declare(PLO.name, 'index', _max([lo.xreplace(e) for e in each])),
-             Declare(PHI.name, 'index', _min([hi.xreplace(e) for e in each])),
-             Declare(PEND.name, 'index', _min([size.xreplace(e) for e in each])),
-             Branch((PEND >= LANES,), whole, (Loop(r, S.Zero, S.One, rows),)))
+    nodes = _chunk_pairs(rule, tile, sizes, r, plain, masked, [{sizes[r]: S(2)}], (Loop(r, S.Zero, S.One, rows),))
     window = _column_window(rule, tile, r, sizes[r])
     if window is None:
         return nodes
     return _copy_for(dict(zip(window, map(S, COMMON_WINDOW))), nodes, nodes)
+
+
+def _chunk_pairs(rule, tile, sizes, r, plain, masked, rows: list, otherwise: tuple, prepare=lambda code: code,
+                 then=lambda code: code) -> tuple:
+    """The chunks of _residue_pairs for one or more rows at once (``rows``: a substitution per row, its
+    copies of the chunk's code renamed after the row's values when several), where every row has a
+    vector of positions at both residues (the last node: a Branch); ``otherwise`` elsewhere.  ``prepare``: a pass
+    over each residue's copy of a chunk once substituted; ``then``: one over the code of a chunk (its
+    copies)."""
+    each = [[{**row, r: S(k)} for k in (0, 1)] for row in rows]
+
+    def chunk(code):
+        copies = [_paired(rule, [prepare(fold(substitute(code, e))) for e in pair]) for pair in each]
+        if len(copies) == 1:
+            return then(copies[0])
+        return then(tuple(n for copy, row in zip(copies, rows)
+                          for n in renamed(copy, ''.join(f'_{v}{row[v]}' for v in sorted(row, key=str)
+                                                         if v.is_Symbol and v in rule.residues))))
+    inside, guarded = (None if code is None else chunk(code) for code in plain)
+    both = inside if guarded is None else (Branch((V0 >= PLO, V0 + LANES - 1 <= PHI), inside, guarded),)
+    size = sizes[tile.vec]
+    odd = tuple(n for row in rows
+                for n in substitute((Loop(r, S.Zero, S.One, (Guard((size > PEND,), masked(PEND)),)),), row))
+    whole = (Loop(V0, S.Zero, PEND - LANES, both, LANES),
+             Guard((Ne(Mod(PEND, LANES), 0),), (Loop(V0, PEND - LANES, PEND - LANES, both),))) + odd
+    lo, hi = interior(rule, tile)
+    flat = [e for pair in each for e in pair]
+    return (Declare(PLO.name, 'index', _max([lo.xreplace(e) for e in flat])),
+            Declare(PHI.name, 'index', _min([hi.xreplace(e) for e in flat])),
+            Declare(PEND.name, 'index', _min([size.xreplace(e) for e in flat])),
+            Branch((PEND >= LANES,), whole, otherwise))
 
 
 def _column_window(rule, tile, r, stride, axis: int = -1) -> tuple | None:
@@ -998,14 +1024,16 @@ def _residue_taps(tile, r) -> list:
     return [m for m in tile.term.vars if any({m, r} <= c.free_symbols for c in tile.term.conds)]
 
 
-def _common_rows(rule, tile, sizes, rows: tuple, free: list, r) -> tuple:
-    """``rows`` (the rows of both column residues r at stride 2, around the paired chunks), with a copy
-    for the common window on the row axis too -- the column's and the rows' windows 3 padded by 1, the
-    row stride 2 (ResNet's 3x3 s2 p1 pooling) --, where both row residues run one after the other in
-    each row pair (the residue loop unrolled) and each residue's loop over its one or two window rows
-    is unrolled by the compiler (a hint: its bounds depend on the row at the borders).  pool3 average
-    backward, float32, 1 thread, the kernel in a harness: 0.326 -> 0.274 ms (the constants alone, the
-    loops rolled: 0.358)."""
+def _common_rows(rule, tile, sizes, steps, paired: tuple, free: list, r) -> tuple:
+    """The rows (``free``) of both column residues r at stride 2 around their paired chunks (``paired``),
+    with a copy for the common window on the row axis too -- the column's and the rows' windows 3 padded
+    by 1, the row stride 2 (ResNet's 3x3 s2 p1 pooling).  There, a pair of rows (both row residues) whose
+    window rows are all inside runs as one (_row_pairs); the other pairs run their residues one after the
+    other (the residue loop unrolled), each residue's loop over its one or two window rows unrolled by the
+    compiler (a hint: its bounds depend on the row at the borders).  pool3 average backward, float32,
+    1 thread, the kernel in a harness: 0.326 -> 0.274 ms with the residues in turn (the constants alone,
+    the loops rolled: 0.358)."""
+    rows = _rows_in_order(rule, free, sizes, paired)
     row_residues = [v for v in free if v in rule.residues]
     if len(row_residues) != 1:
         return rows
@@ -1015,7 +1043,76 @@ def _common_rows(rule, tile, sizes, rows: tuple, free: list, r) -> tuple:
         return rows
     (tap,) = _residue_taps(tile, q)   # (one: _column_window found it)
     values = {**dict(zip(row, map(S, COMMON_WINDOW))), **dict(zip(column, map(S, COMMON_WINDOW))), sizes[q]: S(2)}
-    return _copy_for(values, rows, rows, then=lambda copy: unrolled(_unroll_hint(copy, tap.name, 2), q))
+
+    if len(tile.blocks) != 1:
+        return _copy_for(values, rows, rows, then=lambda copy: unrolled(_unroll_hint(copy, tap.name, 2), q))
+    (var, block), = tile.blocks
+    single = replace(tile, blocks=((var, 1),))
+
+    def both(exist, each):   # (the odd position's chunk is the block's, its chunks' are one channel's)
+        masked = _tile(rule, tile, sizes, steps, pair=lambda _, masked, __: masked)
+        return _tile(rule, single, sizes, steps, pair=lambda plain, _, __: _row_pairs(
+            rule, single, sizes, r, q, values, plain, masked, exist, each, (var, block)))
+    return _copy_for(values, _rows_in_order(rule, free, sizes, paired, both), rows,
+                     then=lambda copy: unrolled(_unroll_hint(copy, tap.name, 2), q))
+
+
+def _row_pairs(rule, tile, sizes, r, q, values: dict, plain, masked, exist: tuple, each: tuple, block) -> tuple:
+    """A pair of rows (row residues q = 0, 1) of the paired column residues r at once, where both rows
+    exist (``exist``) and their window rows are inside (the taps' bounds are then numbers, and their
+    loops unrolled: each load of a window row's columns, shared by both rows, is one expression the
+    compiler computes once), ``each`` (the rows in turn) elsewhere; ``values``: the common window.
+    Each chunk of 2 LANES columns computes four vectors (two rows, two residues) from the loads of two
+    output rows at two column offsets, one channel of the block after the other (``block``: its variable
+    and size).  pool3 average backward, float32, 1 thread, the kernel in a harness: 0.28 -> 0.20 ms; with
+    the block's channels unrolled in each chunk, as elsewhere, 0.31 ms (GCC spilled their 32 pointers)."""
+    taps, tightest = tile.term.vars, {}
+
+    def inside(code):   # a chunk's copy with its row taps' bounds numbers where conds hold, its taps unrolled
+        code, found = _numeric_taps(code, taps)
+        for e, number, pick in found:   # e <= number for a Max, e >= number for a Min: the tightest of each
+            tighter = Min if pick is Max else Max
+            tightest[e, pick] = tighter(number, tightest.get((e, pick), number))
+        return unrolled(code, *taps)
+    rows = [{**values, sizes[r]: S(2), q: S(j)} for j in (0, 1)]   # (within the copy for a column stride of 2)
+    var, count = block
+    base, one = _base(var), Symbol(f'{_base(var).name}1', integer=True)
+
+    def per_channel(code):   # the block's channels in turn
+        return (Loop(one, base, base + count - 1, (Declare(base.name, 'index', one),) + code),)
+    nodes = _chunk_pairs(rule, tile, sizes, r, plain, masked, rows, each, prepare=inside, then=per_channel)
+    *declares, branch = nodes
+    conds = tuple(e <= number if pick is Max else e >= number for (e, pick), number in tightest.items())
+    return (*declares, replace(branch, conds=branch.conds + exist + conds))
+
+
+def _numeric_taps(code: tuple, taps) -> tuple:
+    """(code, found): the loops over the taps ``taps`` whose lower bound is the Max, or upper bound the
+    Min, of one number and expressions of values known outside ``code`` with that number as the bound;
+    ``found``: (expression, number, Max or Min) for each of those expressions, the number the bound where
+    each is at most (Max), at least (Min) it."""
+    inner = written(code) | {V0.name, PLO.name, PHI.name, PEND.name}
+    found = []
+
+    def numeric(bound, pick):
+        if not isinstance(bound, pick):
+            return bound
+        numbers = [a for a in bound.args if a.is_Integer]
+        others = [a for a in bound.args if not a.is_Integer]
+        if len(numbers) != 1 or any({s.name for s in a.free_symbols} & inner for a in others):
+            return bound
+        found.extend((a, numbers[0], pick) for a in others)
+        return numbers[0]
+
+    def visit(nodes):
+        out = []
+        for n in nodes:
+            fields = {f: visit(getattr(n, f)) for f in ('body', 'then', 'otherwise') if hasattr(n, f)}
+            if isinstance(n, Loop) and n.var in taps:
+                fields.update(lower=numeric(n.lower, Max), upper=numeric(n.upper, Min))
+            out.append(replace(n, **fields) if fields else n)
+        return tuple(out)
+    return visit(code), found
 
 
 def _unroll_hint(nodes: tuple, name: str, times: int) -> tuple:
@@ -1030,10 +1127,10 @@ def _unroll_hint(nodes: tuple, name: str, times: int) -> tuple:
     return tuple(out)
 
 
-def _paired(rule, chunk: tuple, each: list) -> tuple:
-    """One chunk's code for the two substitutions ``each`` (the residues 0 and 1), its variables renamed
-    per copy, the copies' stores (stride 2, one element apart) merged into VStorePairs."""
-    copies = [renamed(fold(substitute(chunk, e)), f'_{k}') for k, e in enumerate(each)]
+def _paired(rule, copies: list) -> tuple:
+    """One chunk's code from its two copies (the residues 0 and 1, substituted), their variables renamed
+    per copy, their stores (stride 2, one element apart) merged into VStorePairs."""
+    copies = [renamed(c, f'_{k}') for k, c in enumerate(copies)]
     stores = [[n for n in c if isinstance(n, VStore)] for c in copies]
     if (sum(isinstance(n, VStore) for c in copies for n in walk(c)) != 2 * len(stores[0])
             or len(stores[0]) != len(stores[1])

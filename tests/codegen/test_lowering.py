@@ -255,6 +255,40 @@ def test_average_backward_has_a_copy_for_the_common_window_on_both_axes():
         assert not any(isinstance(n, Loop) and n.unroll for n in walk(lower(rule(other)).body))
 
 
+def test_average_backward_runs_a_pair_of_inside_rows_of_the_common_window_at_once():
+    """In that copy, a pair of rows (both row residues) whose window rows are all inside runs as one
+    (lower_vector._row_pairs): its chunks loop over the block's channels, loop over no tap (their bounds
+    numbers there, the taps unrolled) and store both input rows (H1 apart) in pairs; the condition holds
+    exactly where both rows exist and the output rows i0q and i0q + 1 do, by a direct count on every height
+    from 4 to 13 (the other pairs run the rows in turn)."""
+    from sympy import Eq
+
+    from codegen.ir import Branch, Loop, VStorePair, walk
+    from codegen.lower_vector import LANES, PEND
+    from codegen.spec import rule
+    k0, p0, k1, p1, s0 = (Symbol(n, integer=True, positive=True) for n in ('K0', 'P0', 'K1', 'P1', 'S0'))
+    wanted = {str(c) for c in (Eq(k0, 3), Eq(p0, 1), Eq(k1, 3), Eq(p1, 1), Eq(s0, 2))}
+    copies = [n for n in walk(lower(rule('avg_pool2d_backward')).body) if isinstance(n, Branch)
+              and {str(c) for c in n.conds} == wanted]
+    both = [n for copy in copies for n in walk(copy.then) if isinstance(n, Branch) and (PEND >= LANES) in n.conds
+            and any(isinstance(m, Loop) and str(m.var).endswith('_b1') for m in walk(n.then))]
+    assert copies and len(both) == len(copies)
+    h0, h1, o0, row = (Symbol(n, integer=True, positive=True) for n in ('H0', 'H1', 'O0', 'i0q'))
+    for branch in both:
+        channels = [n for n in walk(branch.then) if isinstance(n, Loop) and str(n.var).endswith('_b1')]
+        assert channels and not any(isinstance(m, Loop) for n in channels for m in walk(n.body))
+        for n in channels:
+            pairs = [m.flat for m in walk(n.body) if isinstance(m, VStorePair)]
+            assert len(pairs) == 2 and (pairs[1] - pairs[0]).expand() == h1
+        conds = [c for c in branch.conds if c != (PEND >= LANES)]
+        for height in range(4, 14):
+            outputs = (height + 2 - 3) // 2 + 1
+            for q in range((height - 1) // 2 + 1):
+                at = {h0: height, o0: outputs, Symbol('i0q', integer=True): q}
+                holds = all(bool(c.xreplace(at)) for c in conds)
+                assert holds == (2 * q + 1 <= height - 1 and q + 1 <= outputs - 1), (height, q)
+
+
 def test_substitute_reaches_bodies_built_as_lists():
     """A max kernel's scalar element is a list of nodes: a specialized copy substitutes into it too."""
     from codegen.ir import Assign, Loop, substitute
@@ -534,7 +568,9 @@ def test_residue_gather_stores_both_residues_of_stride_2_interleaved(dims):
     from codegen.ir import Branch, Loop, VStore, VStorePair, fold, walk
     from codegen.lower_vector import LANES, PEND, V0
     gather, _ = _average_backward(dims)
-    common = {c for n in walk(gather) if isinstance(n, Branch) and len(n.conds) == 5 for c in n.conds}
+    common = {c for n in walk(gather) if isinstance(n, Branch) and len(n.conds) == 5 and all(isinstance(c, Eq)
+                                                                                             for c in n.conds)
+              for c in n.conds}
     gather = fold(gather, frozenset(common)) if common else gather   # the common window's copy: its own test
     stride = Symbol(f'S{dims - 1}', integer=True, positive=True)
     residue = Symbol(f'i{dims - 1}r', integer=True)
