@@ -53,11 +53,12 @@ def remember(key: tuple, plan, *params):
 PREPARED: list | None = None   # while recording(): what the calls prepared
 
 
-def prepare(kernels, name: str, sizes: dict, dtype):
-    """``kernels.prepare``: the low-level kernel ``name`` with its sizes bound (noted while recording)."""
+def prepare(kernels, name: str, sizes: dict, dtype, shape=None):
+    """``kernels.prepare``: the low-level kernel ``name`` with its sizes bound (noted while recording); with
+    ``shape``, a function of its arrays after the first, which it returns new (numpy.empty)."""
     if PREPARED is not None:
         PREPARED.append((name, dict(sizes), np.dtype(dtype)))
-    return kernels.prepare(name, sizes, dtype)
+    return kernels.prepare(name, sizes, dtype, shape)
 
 
 @contextlib.contextmanager
@@ -229,13 +230,9 @@ def conv_forward(dims: int, kernels):
                        dilation, groups)
         if b is not None:
             check_shape(b, 'bias', fn, (w.shape[0],))
-        run, shape, dtype = prepare(kernels, fn, geo.params, x.dtype), geo.output_shape, x.dtype
-
-        def plan(input, weight, bias):   # a batch of images, not empty: no test a call
-            y = np.empty(shape, dtype)
-            run(y, input, weight, bias)
-            return y
-        if not shape[0]:
+        shape, dtype = geo.output_shape, x.dtype
+        plan = prepare(kernels, fn, geo.params, dtype, shape)   # the output new: the kernels write all of it
+        if not shape[0]:   # (no call: a kernel takes a batch of images)
             return lambda input, weight, bias: np.empty(shape, dtype)
         return plan if batched else lambda input, weight, bias: plan(input[None], weight, bias)[0]
 
@@ -513,14 +510,11 @@ def avg_pool(dims: int, kernels):
         geo = geometry(PoolGeometry, fn, dims, x.shape if batched else (1,) + x.shape, kernel_size, stride, padding,
                        1, ceil_mode)
         options = avg_options(fn, count_include_pad, divisor_override)
-        run, shape, dtype = prepare(kernels, fn, {**geo.params, **options}, x.dtype), geo.output_shape, x.dtype
-
-        def plan(input):
-            y = np.empty(shape, dtype)
-            if shape[0]:
-                run(y, batch(input, batched))
-            return y if batched else y[0]
-        return plan
+        shape, dtype = geo.output_shape, x.dtype
+        plan = prepare(kernels, fn, {**geo.params, **options}, dtype, shape)   # the output new: all of it written
+        if not shape[0]:   # (no call: a kernel takes a batch)
+            return lambda input: np.empty(shape, dtype)
+        return plan if batched else lambda input: plan(input[None])[0]
 
     def forward(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                 divisor_override=None):

@@ -1,7 +1,8 @@
-"""The low-level kernels whose public functions return a fresh, uninitialized array (the input gradients
-of convolution and pooling) write every element of it: an output full of NaN comes back equal to torch's.
-The cases have input elements that no window reaches (a stride larger than the window, rows past the last
-window), padding and dilation."""
+"""The low-level kernels whose public functions return a fresh, uninitialized array (convolution forward
+and input gradient, average pooling forward and backward) write every element of it: an output full of
+NaN comes back equal to torch's.  The cases have input elements that no window reaches (a stride larger
+than the window, rows past the last window), padding and dilation.  ``prepare`` with a shape allocates
+that array itself, anew at each call."""
 import importlib
 
 import numpy as np
@@ -73,3 +74,47 @@ def test_avg_pool_backward_writes_every_element(kernels, shape, kernel, stride, 
     y = getattr(F, f'avg_pool{dims}d')(xt, kernel, stride, padding, count_include_pad=count_include_pad)
     expected, = torch.autograd.grad(y, (xt,), torch.from_numpy(g))
     assert_close(out, expected.numpy())
+
+
+@pytest.mark.parametrize('size, weight_shape, stride, padding, dilation', CONV_INPUT)
+def test_conv_forward_writes_every_element(kernels, size, weight_shape, stride, padding, dilation):
+    dims = len(size) - 2
+    rng = np.random.default_rng(len(size) + sum(size))
+    x, w, b = rng.standard_normal(size), rng.standard_normal(weight_shape), rng.standard_normal(weight_shape[0])
+    geo = ConvGeometry(f'conv{dims}d', dims, size, weight_shape, stride, padding, dilation, 1)
+    out = np.full(geo.output_shape, np.nan)
+    getattr(kernels, f'conv{dims}d')(geo.params, output=out, input=x, weight=w, bias=b)
+    expected = getattr(F, f'conv{dims}d')(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b),
+                                          stride=stride, padding=padding, dilation=dilation).numpy()
+    assert_close(out, expected)
+
+
+@pytest.mark.parametrize('count_include_pad', [True, False])
+@pytest.mark.parametrize('shape, kernel, stride, padding', AVG_BACKWARD)
+def test_avg_pool_forward_writes_every_element(kernels, shape, kernel, stride, padding, count_include_pad):
+    dims = len(shape) - 2
+    fn = f'avg_pool{dims}d'
+    x = np.random.default_rng(len(shape) + sum(shape)).standard_normal(shape)
+    geo = PoolGeometry(fn, dims, shape, kernel, stride, padding, 1, False)
+    out = np.full(geo.output_shape, np.nan)
+    getattr(kernels, fn)({**geo.params, **avg_options(fn, count_include_pad, None)}, output=out, input=x)
+    expected = getattr(F, fn)(torch.from_numpy(x), kernel, stride, padding, count_include_pad=count_include_pad)
+    assert_close(out, expected.numpy())
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_prepare_with_a_shape_returns_a_new_first_array_each_call(kernels, dtype):
+    """prepare(name, sizes, dtype, shape): a function of the arrays after the first that returns the first,
+    of that shape and dtype, a new array at each call (two results share no memory), equal to the plain
+    function's output."""
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((2, 3, 9, 10)).astype(dtype), rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    geo = ConvGeometry('conv2d', 2, x.shape, w.shape, 2, 1, 1, 1)
+    run = kernels.prepare('conv2d', geo.params, np.dtype(dtype), geo.output_shape)
+    first, second = run(x, w, None), run(x, w, None)
+    expected = np.full(geo.output_shape, np.nan, dtype)
+    kernels.prepare('conv2d', geo.params, np.dtype(dtype))(expected, x, w, None)
+    for got in (first, second):
+        assert got.shape == geo.output_shape and got.dtype == dtype and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, expected)
+    assert not np.shares_memory(first, second)
