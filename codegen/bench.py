@@ -480,7 +480,7 @@ def settle(limit_s: float) -> None:
     An OpenMP runtime's workers spin after each parallel region (~8 ms by libgomp's default GOMP_SPINCOUNT,
     Zen 4; the generated C and torch each bring one), so a 2-thread sample of another implementation taken
     at once runs on one free core: NumPy rows measured 2-5x slower, their IQR up to 160 %.  OpenBLAS's
-    workers go on for ~100 ms after a call, but yielding: the limit does not wait for them."""
+    workers go on for ~100 ms after a call, yielding: the limit caps the wait for them."""
     deadline = time.perf_counter() + limit_s
     while time.perf_counter() < deadline:
         cpu = others_cpu_s()
