@@ -1044,8 +1044,10 @@ def _common_rows(rule, tile, sizes, steps, paired: tuple, free: list, r) -> tupl
     (tap,) = _residue_taps(tile, q)   # (one: _column_window found it)
     values = {**dict(zip(row, map(S, COMMON_WINDOW))), **dict(zip(column, map(S, COMMON_WINDOW))), sizes[q]: S(2)}
 
+    def in_turn(copy):   # the row residues in turn: their loop unrolled, their window rows' loops a hint
+        return unrolled(_unroll_hint(copy, tap.name, 2), q)
     if len(tile.blocks) != 1:
-        return _copy_for(values, rows, rows, then=lambda copy: unrolled(_unroll_hint(copy, tap.name, 2), q))
+        return _copy_for(values, rows, rows, then=in_turn)
     (var, block), = tile.blocks
     single = replace(tile, blocks=((var, 1),))
 
@@ -1053,8 +1055,7 @@ def _common_rows(rule, tile, sizes, steps, paired: tuple, free: list, r) -> tupl
         masked = _tile(rule, tile, sizes, steps, pair=lambda _, masked, __: masked)
         return _tile(rule, single, sizes, steps, pair=lambda plain, _, __: _row_pairs(
             rule, single, sizes, r, q, values, plain, masked, exist, each, (var, block)))
-    return _copy_for(values, _rows_in_order(rule, free, sizes, paired, both), rows,
-                     then=lambda copy: unrolled(_unroll_hint(copy, tap.name, 2), q))
+    return _copy_for(values, _rows_in_order(rule, free, sizes, paired, both), rows, then=in_turn)
 
 
 def _row_pairs(rule, tile, sizes, r, q, values: dict, plain, masked, exist: tuple, each: tuple, block) -> tuple:
