@@ -25,7 +25,7 @@ CONV_INPUT = [
     ((1, 2, 7, 8, 9), (2, 2, 2, 2, 2), 3, 0, 1),
 ]
 # (input shape, kernel size, stride, padding)
-AVG_BACKWARD = [
+AVERAGE = [
     ((2, 3, 11), 2, 3, 0),
     ((2, 3, 11, 13), 2, 3, 0),
     ((2, 3, 56, 56), 3, 2, 1),
@@ -58,24 +58,6 @@ def test_conv_input_gradient_writes_every_element(kernels, size, weight_shape, s
     assert_close(out, expected)
 
 
-@pytest.mark.parametrize('count_include_pad', [True, False])
-@pytest.mark.parametrize('shape, kernel, stride, padding', AVG_BACKWARD)
-def test_avg_pool_backward_writes_every_element(kernels, shape, kernel, stride, padding, count_include_pad):
-    dims = len(shape) - 2
-    fn = f'avg_pool{dims}d_backward'
-    rng = np.random.default_rng(len(shape) + sum(shape))
-    x = rng.standard_normal(shape)
-    geo = PoolGeometry(fn, dims, shape, kernel, stride, padding, 1, False)
-    g = rng.standard_normal(geo.output_shape)
-    out = np.full(shape, np.nan)
-    getattr(kernels, fn)({**geo.params, **avg_options(fn, count_include_pad, None)}, grad_input=out,
-                         grad_output=g)
-    xt = torch.from_numpy(x).requires_grad_()
-    y = getattr(F, f'avg_pool{dims}d')(xt, kernel, stride, padding, count_include_pad=count_include_pad)
-    expected, = torch.autograd.grad(y, (xt,), torch.from_numpy(g))
-    assert_close(out, expected.numpy())
-
-
 @pytest.mark.parametrize('size, weight_shape, stride, padding, dilation', CONV_INPUT)
 def test_conv_forward_writes_every_element(kernels, size, weight_shape, stride, padding, dilation):
     dims = len(size) - 2
@@ -90,16 +72,24 @@ def test_conv_forward_writes_every_element(kernels, size, weight_shape, stride, 
 
 
 @pytest.mark.parametrize('count_include_pad', [True, False])
-@pytest.mark.parametrize('shape, kernel, stride, padding', AVG_BACKWARD)
-def test_avg_pool_forward_writes_every_element(kernels, shape, kernel, stride, padding, count_include_pad):
+@pytest.mark.parametrize('shape, kernel, stride, padding', AVERAGE)
+def test_avg_pool_forward_and_backward_write_every_element(kernels, shape, kernel, stride, padding,
+                                                           count_include_pad):
     dims = len(shape) - 2
     fn = f'avg_pool{dims}d'
-    x = np.random.default_rng(len(shape) + sum(shape)).standard_normal(shape)
+    rng = np.random.default_rng(len(shape) + sum(shape))
+    x = rng.standard_normal(shape)
     geo = PoolGeometry(fn, dims, shape, kernel, stride, padding, 1, False)
-    out = np.full(geo.output_shape, np.nan)
-    getattr(kernels, fn)({**geo.params, **avg_options(fn, count_include_pad, None)}, output=out, input=x)
-    expected = getattr(F, fn)(torch.from_numpy(x), kernel, stride, padding, count_include_pad=count_include_pad)
-    assert_close(out, expected.numpy())
+    sizes = {**geo.params, **avg_options(fn, count_include_pad, None)}
+    g = rng.standard_normal(geo.output_shape)
+    y, grad = np.full(geo.output_shape, np.nan), np.full(shape, np.nan)
+    getattr(kernels, fn)(sizes, output=y, input=x)
+    getattr(kernels, f'{fn}_backward')(sizes, grad_input=grad, grad_output=g)
+    xt = torch.from_numpy(x).requires_grad_()
+    expected = getattr(F, fn)(xt, kernel, stride, padding, count_include_pad=count_include_pad)
+    assert_close(y, expected.detach().numpy())
+    expected_grad, = torch.autograd.grad(expected, (xt,), torch.from_numpy(g))
+    assert_close(grad, expected_grad.numpy())
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
