@@ -315,6 +315,17 @@ def test_unrolled_copies_a_constant_loop_once_per_value():
     assert unrolled(kept, m) == kept and unrolled((Loop(i, 0, 2, body),), m) == (Loop(i, 0, 2, body),)
 
 
+def test_unrolled_takes_several_variables_nested():
+    """ir.unrolled with two variables: nested loops over both become one copy per pair of values (the inner
+    loop unrolled in each copy of the outer one, before the renaming), their declarations distinct."""
+    from codegen.ir import Declare, Loop, unrolled, walk
+    m, k = (Symbol(x, integer=True) for x in ('m', 'k'))
+    out = unrolled((Loop(m, 0, 1, (Loop(k, -1, 1, (Declare('x', 'acc', 10 * m + k),)),)),), m, k)
+    assert not any(isinstance(node, Loop) for node in walk(out))
+    assert [d.value for d in out] == [-1, 0, 1, 9, 10, 11]
+    assert len({d.name for d in out}) == 6
+
+
 def test_fold_takes_the_branch_a_substitution_decided():
     from sympy import Eq
     from sympy import Symbol as Sym
