@@ -755,11 +755,16 @@ def _blocked(rule, tile, sizes, k, steps, inner_free) -> tuple:
     if r == 1:
         return (Loop(_base(var), S.Zero, sizes[var] - 1, full),)
     single = replace(tile, blocks=tile.blocks[:k] + ((var, 1),) + tile.blocks[k + 1:])
-    one = Symbol(f'{_base(var).name}1', integer=True)
-    partial = (Loop(one, _base(var), sizes[var] - 1, (Declare(_base(var).name, 'index', one),)
-                    + _blocked(rule, single, sizes, k + 1, steps, inner_free)),)
+    partial = (_one_by_one(var, sizes[var] - 1, _blocked(rule, single, sizes, k + 1, steps, inner_free)),)
     return (Loop(_base(var), S.Zero, sizes[var] - 1, (Branch((_base(var) + r <= sizes[var],), full, partial),),
                  S(r)),)
+
+
+def _one_by_one(var, last, body: tuple) -> Loop:
+    """``body`` (code for a block of 1 of the blocked index ``var``) for each value from the block's base
+    up to ``last``, the base redeclared to it."""
+    one = Symbol(f'{_base(var).name}1', integer=True)
+    return Loop(one, _base(var), last, (Declare(_base(var).name, 'index', one),) + tuple(body))
 
 
 def _parked_passes(rule, tile, sizes, taps, body) -> tuple:
@@ -1077,10 +1082,9 @@ def _row_pairs(rule, tile, sizes, r, q, values: dict, plain, masked, exist: tupl
         return unrolled(code, *taps)
     rows = [{**values, sizes[r]: S(2), q: S(j)} for j in (0, 1)]   # (within the copy for a column stride of 2)
     var, count = block
-    base, one = _base(var), Symbol(f'{_base(var).name}1', integer=True)
 
     def per_channel(code):   # the block's channels in turn
-        return (Loop(one, base, base + count - 1, (Declare(base.name, 'index', one),) + code),)
+        return (_one_by_one(var, _base(var) + count - 1, code),)
     nodes = _chunk_pairs(rule, tile, sizes, r, plain, masked, rows, each, prepare=inside, then=per_channel)
     *declares, branch = nodes
     conds = tuple(e <= number if pick is Max else e >= number for (e, pick), number in tightest.items())
