@@ -4,7 +4,9 @@ Only ratios measured in one run mean anything on a shared, noisy machine
 (shared/research/performance-anchors.md), so every case times all
 implementations interleaved: each is checked once against a float64 oracle
 (torch when importable, else the NumPy reference below), warmed up, then
-sampled round-robin with the order rotated every round.  A sample averages
+sampled round-robin with the order rotated every round (with several threads,
+the implementations of each thread pool in a pass of their own: the C kernels
+with torch, generated.numpy with the reference).  A sample averages
 as many calls as fit in ``Plan.sample_s`` (one at least); an implementation
 whose samples would exceed ``Plan.budget_s`` per case gets fewer of them.
 The machine's ceilings (sgemm/dgemm through numpy.matmul, copy bandwidth of
@@ -109,6 +111,8 @@ FLOP_OPS = ('fwd', 'dX', 'dW')
 DTYPES = ('float32', 'float64')
 IMPLS = ('c', 'numpy', 'reference', 'torch')
 TRACED = ('numpy', 'reference')     # NumPy allocations are visible to tracemalloc
+# The thread pool each implementation's calls wake: with several threads each is sampled in its own pass.
+POOLS = {'c': 'openmp', 'torch': 'openmp', 'numpy': 'blas', 'reference': 'blas'}
 # max|result - oracle| / max|oracle| allowed; a wrong kernel is off by O(1)
 TOLERANCE = {'float32': 1e-3, 'float64': 1e-9}
 GEMM_SIZE = 2048
@@ -505,6 +509,20 @@ def sample(trials: list, plan: Plan, threads: int = 1) -> None:
                 t.calls.append(count)
 
 
+def passes(trials: list, threads: int) -> list:
+    """The groups of trials sampled together: all at one thread; with several, those of each thread pool
+    (POOLS) in a pass of their own.  NumPy's calls hand work to OpenBLAS's workers several times a call;
+    interleaved with the two OpenMP runtimes' (the C kernels', torch's), three pools took turns on two
+    cores and single NumPy calls stalled for 4-13 ms (IQR of its rows up to 714 %).  The ratios the
+    criteria read (C / torch, generated.numpy / reference) stay within one pass."""
+    if threads == 1:
+        return [trials]
+    families = {}
+    for t in trials:
+        families.setdefault(POOLS.get(t.impl, t.impl), []).append(t)
+    return list(families.values())
+
+
 def cpu_snapshot() -> tuple | None:
     """(busy CPU seconds of the whole machine, CPU seconds of this process, wall clock); None without /proc."""
     try:
@@ -578,7 +596,8 @@ def run_case(case: Case, backends: dict, impls: list, plan: Plan, rng: np.random
     for t in trials:
         check(t, truth, case.dtype)
     before = cpu_snapshot()
-    sample(trials, plan, case.threads)
+    for family in passes(trials, case.threads):
+        sample(family, plan, case.threads)
     rows = case_rows(case, trials, work(case, arrays), ceilings)
     others = others_busy(before, cpu_snapshot())
     return [dict(row, others_cpu_percent=others) for row in rows]

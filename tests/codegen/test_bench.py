@@ -195,6 +195,13 @@ def test_sampling_settles_only_with_several_threads(monkeypatch):
     assert settled == [0.01] * 4
 
 
+def test_several_threads_sample_each_thread_pool_in_a_pass_of_its_own():
+    trials = [bench.Trial(name, lambda: None) for name in ('c', 'numpy', 'reference', 'torch')]
+    assert bench.passes(trials, 1) == [trials]
+    assert [[t.impl for t in family] for family in bench.passes(trials, 2)] == [['c', 'torch'],
+                                                                              ['numpy', 'reference']]
+
+
 def test_thread_count_sets_and_restores_the_runtimes():
     backends = {'c': importlib.import_module('generated.c')}
     if HAS_TORCH:
