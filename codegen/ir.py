@@ -7,6 +7,7 @@ output and the summation variables of its rule.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 from sympy import Function, Integer, S, Symbol, false, true
@@ -360,14 +361,17 @@ _DIVISIONS = (FloorDiv, CeilDiv, ExactDiv, LatticeStart)
 
 
 def _named_bounds(nodes: tuple) -> tuple:
-    """Each bound of these loops that is computed with a division, declared in front of its loop."""
+    """Each bound of these loops that is computed with a division, declared in front of its loop (numbered
+    after the first where sibling loops run over the same variable)."""
     out: list = []
     for n in nodes:
         if isinstance(n, Loop) and not n.parallel:
             for end, field in (('lo', 'lower'), ('hi', 'upper')):
                 value = getattr(n, field)
                 if hasattr(value, 'atoms') and value.atoms(*_DIVISIONS):
-                    name = Symbol(f'{n.var}_{end}', integer=True)
+                    taken = {d.name for d in out if isinstance(d, Declare)}
+                    name = next(Symbol(f'{n.var}_{end}{k or ""}', integer=True) for k in itertools.count()
+                                if f'{n.var}_{end}{k or ""}' not in taken)
                     out.append(Declare(name.name, 'index', value))
                     n = replace(n, **{field: name})
         out.append(n)

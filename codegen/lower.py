@@ -41,6 +41,7 @@ class Present(Function):
 
 ACC, BEST, POSITION = 'acc', 'best', 'position'
 WORK = Symbol('work', integer=True)   # elements of all arrays: threads only pay off above PARALLEL_WORK
+THREADS = Symbol('THREADS', integer=True, positive=True)   # the threads a parallel region would start
 PARALLEL_WORK = 1 << 15
 
 

@@ -23,6 +23,9 @@ from its proven Z-sum:
   rows are that wide, in a parallel region of its own (resnet float64 input
   gradient 55.7 -> 43 ms, forward 49 -> 42 ms; with AVX2's 16 registers the
   float32 forward measured 34 -> 40 ms, so not there);
+* a weight gradient of a 3-wide window on every axis has a run-time variant in the outer-product form
+  (codegen.lower_outer: vectors of output channels, the taps in registers; resnet float32 weight
+  gradient, C driver, 25.5 -> 19.5 ms) where the target has 32 vector registers;
 * a reduction tile runs its taps inside the register blocks; when there are
   fewer blocks than threads (lenet's weight gradient: one), a run-time variant
   loops the taps outside them, in the parallel loops (2 threads 0.195 -> 0.10 ms);
@@ -128,14 +131,14 @@ from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv,
                  VAdd, VAnyNaN, VKeep, VLoad, VLoadMasked, VLoadOr, VNotFinite, VSelectMax, VSplat, VStore,
                  VStoreIndex, VStorePair, VTaps)
 from .ir import fold, renamed, substitute, unrolled, walk, written
-from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
-                    check_accesses, first_visit, loop_order, max_nodes, max_parts, parallel, scatter_targets,
+from .lower import (BEST, POSITION, THREADS, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors,
+                    access, check_accesses, first_visit, loop_order, max_nodes, max_parts, parallel, scatter_targets,
                     without_output_box)
+from .lower_outer import outer_nodes
 from .spec import KernelRule, TensorArg
+from .stack import LANES
 
-LANES = Symbol('LANES', integer=True, positive=True)
 VREGS = Symbol('VREGS', integer=True, positive=True)   # the target's vector registers (a compile-time constant)
-THREADS = Symbol('THREADS', integer=True, positive=True)   # the threads a parallel region would start
 BATCH_MIN_POSITIONS = 256   # per batch value, below which a pass per batch value costs more than it saves
 PARK_MAX_TAPS = 64   # taps whose parked accumulators a pass per batch value keeps on the stack (64 KiB)
 PARKED = Symbol('parked')   # the stack buffer of parked accumulators
@@ -397,7 +400,12 @@ def vector_nodes(rule: KernelRule, tile: Tile, steps: dict) -> tuple:
     sizes = dict(zip(rule.index, rule.sizes))
     if len(tile.blocks) > 1:
         narrow = _nest_for(rule, replace(tile, blocks=_narrow(tile.blocks)), sizes, steps)
-        return (Branch((VREGS >= 32,), _nest_for(rule, tile, sizes, steps), narrow),)
+        wide = _nest_for(rule, tile, sizes, steps)
+        taps = [v for v in rule.index if v in _taps(rule, tile.term)]
+        outer = outer_nodes(rule, tile, sizes, _arrays(tile.term), taps, _batch(rule, tile))
+        if outer is not None:   # the outer-product form of a weight gradient (codegen.lower_outer)
+            wide = (Branch(outer[0], outer[1], wide),)
+        return (Branch((VREGS >= 32,), wide, narrow),)
     eight = tile.blocks and tile.blocks[0][1] == 8
     rowed = _row_blocks(rule, tile, sizes, steps)
     if eight and tile.vec_free and tile.vec not in tile.hoisted.free_symbols:

@@ -179,7 +179,7 @@ def outlined(nodes: list, symbol: str, parts: list, scope: dict, macros: tuple =
     for n in nodes:
         kind = n['kind']
         if kind == 'loop' and n['parallel'] and not n['flags']:
-            read = _identifiers(n)
+            read = _identifiers({k: v for k, v in n.items() if k != 'work'})   # the call site computes the work
             used = [name for name in scope if name in read]
             if all(scope[u] for u in used):
                 name = f'{symbol}_part{len(parts)}'

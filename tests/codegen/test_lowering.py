@@ -648,3 +648,63 @@ def test_border_chunks_of_an_average_take_one_divisor_where_their_windows_are_wh
     for b in branches:
         assert b.otherwise[0].declared and isinstance(b.then[0], Assign) and isinstance(b.then[0].value, VSplat)
         assert all('v0' in str(c) for c in b.conds)
+
+
+def test_hoisted_bounds_of_sibling_loops_over_one_variable_get_their_own_names():
+    """Loops over the same variable side by side in one block (an interior and its edges), each with a bound
+    computed with a division: each bound is declared under a name of its own (C refuses a redefinition)."""
+    from codegen.ir import Assign, CeilDiv, Declare, FloorDiv, Loop, hoist_invariants
+    o, r, n, s = (Symbol(x, integer=True) for x in 'orns')
+    add = (Assign(Symbol('acc'), o, '+='),)
+    row = (Loop(o, 0, CeilDiv(r, s) - 1, add), Loop(o, CeilDiv(r, s), FloorDiv(n - r, s), add),
+           Loop(o, FloorDiv(n - r, s) + 1, n, add))
+    body = hoist_invariants((Loop(r, 0, n, row),))[0].body
+    assert [d.name for d in body if isinstance(d, Declare)] == ['o_hi', 'o_lo', 'o_hi1', 'o_lo1']
+    assert [(str(x.lower), str(x.upper)) for x in body if isinstance(x, Loop)] == [
+        ('0', 'o_hi'), ('o_lo', 'o_hi1'), ('o_lo1', 'n')]
+
+
+def _outer_form(name):
+    """The arm of the lowered kernel ``name`` that runs the outer-product form (codegen.lower_outer), or None."""
+    from sympy import Eq as Equal
+
+    from codegen.ir import Branch, walk
+    from codegen.spec import rule
+    kernel_rule = rule(name)
+    window = [Equal(k, 3) for k in kernel_rule.window]
+    arms = [n.then for n in walk(lower(kernel_rule).body)
+            if isinstance(n, Branch) and all(w in n.conds for w in window)]
+    return arms[0] if arms else None
+
+
+@pytest.mark.parametrize('name', ['conv2d_weight', 'conv3d_weight'])
+def test_outer_product_form_reads_the_upstream_gradient_once_into_its_pack(name):
+    """The weight gradient's outer-product form: the upstream gradient read only by the pack's copy, every
+    vector loaded from the pack, the input read as broadcast scalars; the positions whose taps are all
+    inside run a loop with no check at all, every other position runs each tap under its checks."""
+    from codegen.ir import Assign, Declare, Guard, Loop, VLoad, VSplat, walk
+    arm = _outer_form(name)
+    assert arm is not None
+    nodes = list(walk(arm))
+    assert {(n.name, n.ctype) for n in nodes if isinstance(n, Declare) and n.ctype in ('buf', 'vbuf')} == {
+        ('pack', 'buf'), ('parked', 'vbuf')}
+    loads = [n.value for n in nodes if isinstance(n, Declare) and isinstance(n.value, VLoad)]
+    assert loads and {str(v.args[0]) for v in loads} == {'pack'}
+    copies = [n for n in nodes if isinstance(n, Assign) and str(n.target).startswith('ArrayRef(pack')
+              and n.value != 0]
+    assert copies and all(str(c.value.args[0]) == 'grad_output' for c in copies)
+    steps = [n for n in nodes if isinstance(n, Assign) and n.op == '+=']
+    assert steps and all(s.value.atoms(VSplat) for s in steps)
+    assert not any('grad_output' in str(s.value) for s in steps)
+    positions = [n for n in nodes if isinstance(n, Loop) and n.body and isinstance(n.body[0], Declare)
+                 and n.body[0].name == 'gv']
+    plain = [n for n in positions if all(isinstance(b, Assign) for b in n.body[1:])]
+    checked = [n for n in positions if all(isinstance(b, Guard) and b.conds for b in n.body[1:])]
+    taps = 3 ** (int(name[4]))
+    assert plain and checked and len(plain) + len(checked) == len(positions)
+    assert all(len(n.body) - 1 in (taps, 2 * taps) for n in positions)   # a block of 1 or 2 input channels
+
+
+@pytest.mark.parametrize('name', ['conv1d_weight', 'conv2d_input', 'conv2d'])
+def test_outer_product_form_is_only_for_weight_gradients_of_two_or_more_axes(name):
+    assert _outer_form(name) is None

@@ -99,3 +99,30 @@ def test_sizes_breaking_a_precondition_are_refused(c):
         c.workspace(name, dict(sizes, N=0), dtype)
     with pytest.raises(KeyError):
         c.workspace(name, {k: v for k, v in sizes.items() if k != 'H0'}, dtype)
+
+
+def _avx512_build() -> bool:
+    from codegen import bench
+    return VECTOR and 'avx512f' in bench.cpu_flags() and '-mno-avx512f' not in os.environ.get('BPGEN_CFLAGS', '')
+
+
+@pytest.mark.skipif(not _avx512_build(), reason='the outer-product form needs 32 vector registers (AVX-512)')
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_outer_product_weight_gradient_holds_its_pack_and_parked_accumulators(c, dtype):
+    """The outer-product form of the weight gradient (codegen.lower_outer) holds the parked accumulators of a
+    block of 8 input channels (8 x 9 vectors) and a band of the upstream gradient's rows packed
+    channel-innermost (4096 // (lanes x row) rows, at most all 10).  It runs where the output channels fill a
+    vector (16 floats, 8 doubles), at any thread count."""
+    lanes, size = 64 // np.dtype(dtype).itemsize, np.dtype(dtype).itemsize
+    x = np.ones((1, 6, 10, 40), dtype)
+    outer = (8 * 9 * lanes + min(10, 4096 // (lanes * 40)) * 40 * lanes) * size
+    for threads in (1, 2):
+        for c_out in (20, 16, 8):
+            g = np.ones((1, c_out, 10, 40), dtype)
+            before = c.get_num_threads()
+            c.set_num_threads(threads)
+            try:
+                held = workspace(c, lambda g=g, c_out=c_out: c.conv2d_weight(x, (c_out, 6, 3, 3), g, padding=1))
+            finally:
+                c.set_num_threads(before)
+            assert (held == outer) == (c_out >= lanes), (threads, c_out)

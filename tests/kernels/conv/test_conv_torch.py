@@ -338,6 +338,60 @@ def test_weight_gradient_with_partial_register_blocks_matches_torch(backend, dty
     assert_close(backend.conv2d_input(x.shape, w, g, padding=padding), gx.numpy())
 
 
+OUTER_CASES = [   # dims, c_out, c_in, groups, size, stride, padding, dilation
+    (2, 20, 5, 1, (35, 41), 1, 1, 1),          # partial vectors of output channels (16 + 4 floats), an odd channel
+    (2, 34, 4, 2, (20, 21), 2, 0, 1),          # groups of 17 output channels, stride 2, no padding
+    (2, 17, 3, 1, (12, 50), 1, 2, 2),          # dilation 2: the interior starts 2 positions in
+    (2, 17, 2, 1, (4, 5), 1, 2, 1),            # padding 2: no position has all its taps inside
+    (2, 33, 2, 1, (70, 9), (1, 2), (1, 0), 1),  # several bands of rows, strides and paddings per axis
+    (3, 17, 2, 1, (5, 6, 7), 1, 1, 1)]         # 27 taps, one input channel at a time
+
+
+@pytest.mark.sanitize_subset
+@pytest.mark.skipif('c' not in BACKENDS, reason='C backend not selected')
+@pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize('dims, c_out, c_in, groups, size, stride, padding, dilation', OUTER_CASES)
+def test_weight_gradient_in_the_outer_product_form_matches_torch(threads, dtype, dims, c_out, c_in, groups, size,
+                                                                stride, padding, dilation):
+    """3-wide windows with more output channels per group than a vector holds (AVX-512: 16 floats, 8 doubles):
+    the C weight gradient's outer-product form (codegen.lower_outer) at 1 and 2 threads.  Then one gradient
+    is infinite at the first position: the taps that read padding there are left as they were with a 0 in
+    its place (the rule's sum has no term there; torch's oneDNN path agrees, its im2col path and
+    generated.numpy give NaN, 0 x inf)."""
+    import generated.c as c
+    rng = np.random.default_rng(c_out * 100 + sum(size))
+    x = rng.standard_normal((2, c_in * groups) + size).astype(dtype)
+    w = rng.standard_normal((c_out, c_in) + (3,) * dims).astype(dtype)
+    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    conv = getattr(F, f'conv{dims}d')
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w).requires_grad_()
+    y = conv(xt, wt, **params)
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    gw, = torch.autograd.grad(y, (wt,), torch.from_numpy(g))
+    weight = getattr(c, f'conv{dims}d_weight')
+    before = c.get_num_threads()
+    c.set_num_threads(threads)
+    try:
+        assert_close(weight(x, w.shape, g, **params), gw.numpy())
+        first = (1, 0) + (0,) * dims
+        g[first] = 0.0
+        zero = weight(x, w.shape, g, **params)
+        g[first] = np.inf
+        infinite = weight(x, w.shape, g, **params)
+    finally:
+        c.set_num_threads(before)
+    pads, steps = (v if isinstance(v, tuple) else (v,) * dims for v in (padding, dilation))
+    on_padding = np.zeros((3,) * dims, bool)
+    for axis, (p, d) in enumerate(zip(pads, steps)):
+        taps = [slice(None)] * dims
+        taps[axis] = [m for m in range(3) if d * m < p]
+        on_padding[tuple(taps)] = True
+    np.testing.assert_array_equal(infinite[0][:, on_padding], zero[0][:, on_padding])
+    assert np.isinf(infinite[0][:, ~on_padding]).all()
+    np.testing.assert_array_equal(infinite[1:], zero[1:])
+
+
 @pytest.mark.sanitize_subset
 @pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize('dims, size, stride, padding, kernel', [
