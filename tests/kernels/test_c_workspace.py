@@ -109,13 +109,13 @@ def _avx512_build() -> bool:
 @pytest.mark.skipif(not _avx512_build(), reason='the outer-product form needs 32 vector registers (AVX-512)')
 @pytest.mark.parametrize('dtype', DTYPES)
 def test_outer_product_weight_gradient_holds_its_pack_and_parked_accumulators(c, dtype):
-    """The outer-product form of the weight gradient (codegen.lower_outer) holds the parked accumulators of a
-    block of 8 input channels (8 x 9 vectors) and a band of the upstream gradient's rows packed
-    channel-innermost (4096 // (lanes x row) rows, at most all 10).  It runs where the output channels fill a
-    vector (16 floats, 8 doubles), at any thread count."""
+    """The outer-product form of the weight gradient (codegen.lower_outer) runs where the output channels fill
+    a vector (16 floats, 8 doubles), at any thread count.  Each thread holds the parked accumulators of a
+    block of input channels (9 vectors each; the 6 channels split in as many blocks as make the blocks of
+    output channels x input channels at least the threads) and a band of the upstream gradient's rows packed
+    channel-innermost (4096 // (lanes x row) rows, at most all 10)."""
     lanes, size = 64 // np.dtype(dtype).itemsize, np.dtype(dtype).itemsize
     x = np.ones((1, 6, 10, 40), dtype)
-    outer = (8 * 9 * lanes + min(10, 4096 // (lanes * 40)) * 40 * lanes) * size
     for threads in (1, 2):
         for c_out in (20, 16, 8):
             g = np.ones((1, c_out, 10, 40), dtype)
@@ -125,4 +125,7 @@ def test_outer_product_weight_gradient_holds_its_pack_and_parked_accumulators(c,
                 held = workspace(c, lambda g=g, c_out=c_out: c.conv2d_weight(x, (c_out, 6, 3, 3), g, padding=1))
             finally:
                 c.set_num_threads(before)
-            assert (held == outer) == (c_out >= lanes), (threads, c_out)
+            blocks = -(-c_out // lanes)
+            chunk = -(-6 // -(-threads // blocks))
+            outer = (chunk * 9 * lanes + min(10, 4096 // (lanes * 40)) * 40 * lanes) * size
+            assert (held == outer) == (c_out >= lanes), (threads, c_out, held, outer)
