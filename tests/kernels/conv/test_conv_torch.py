@@ -344,6 +344,7 @@ OUTER_CASES = [   # dims, c_out, c_in, groups, size, stride, padding, dilation
     (2, 17, 3, 1, (12, 50), 1, 2, 2),          # dilation 2: the interior starts 2 positions in
     (2, 17, 2, 1, (4, 5), 1, 2, 1),            # padding 2: no position has all its taps inside
     (2, 33, 2, 1, (70, 9), (1, 2), (1, 0), 1),  # several bands of rows, strides and paddings per axis
+    (2, 16, 70, 1, (9, 10), 1, 1, 1),          # input channels past a parallel block's 64 (64 + 6, or 35 + 35)
     (3, 17, 2, 1, (5, 6, 7), 1, 1, 1)]         # 27 taps, one input channel at a time
 
 
