@@ -311,6 +311,13 @@ def fold(nodes: tuple, excluded: frozenset = frozenset()) -> tuple:
     return tuple(out)
 
 
+def one_by_one(base: Symbol, last, body: tuple) -> Loop:
+    """``body`` (code for a block of 1 of a blocked index whose block starts at ``base``) for each value from
+    ``base`` up to ``last``, ``base`` redeclared to it: a register block's remainder, one value at a time."""
+    one = Symbol(f'{base.name}1', integer=True)
+    return Loop(one, base, last, (Declare(base.name, 'index', one),) + tuple(body))
+
+
 def unrolled(nodes: tuple, *variables) -> tuple:
     """The nodes with each loop over one of ``variables`` whose bounds are numbers (in a specialized copy)
     replaced by its body once per value of its variable, substituted, each copy's variables renamed: the

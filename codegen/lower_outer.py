@@ -39,7 +39,7 @@ from math import prod
 from sympy import Eq, Max, Min, S, Symbol, expand
 
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, FloorDiv, Guard, LaneMask, Loop, VLoad, VSplat, VStore,
-                 substitute)
+                 one_by_one, substitute)
 from .lower import THREADS, LoweringError, _bounds, _tensors, access, parallel
 from .stack import LANES
 
@@ -160,8 +160,7 @@ class _Form:
         full = self._block(CB, block)
         if block == 1:
             return (Loop(CB, CC, last, full),)
-        one = Symbol('cb1', integer=True)
-        single = (Loop(one, CB, last, (Declare(CB.name, 'index', one),) + self._block(CB, 1)),)
+        single = (one_by_one(CB, last, self._block(CB, 1)),)
         return (Loop(CB, CC, last, (Branch((CB + block - 1 <= last,), full, single),), block),)
 
     def _name(self, ci, combo) -> Symbol:

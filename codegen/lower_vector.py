@@ -130,7 +130,7 @@ from derive.zsum import exact_cover, holds, within, zero_padded
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop,
                  VAdd, VAnyNaN, VKeep, VLoad, VLoadMasked, VLoadOr, VNotFinite, VSelectMax, VSplat, VStore,
                  VStoreIndex, VStorePair, VTaps)
-from .ir import fold, renamed, substitute, unrolled, walk, written
+from .ir import fold, one_by_one, renamed, substitute, unrolled, walk, written
 from .lower import (BEST, POSITION, THREADS, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors,
                     access, check_accesses, first_visit, loop_order, max_nodes, max_parts, parallel, scatter_targets,
                     without_output_box)
@@ -763,16 +763,9 @@ def _blocked(rule, tile, sizes, k, steps, inner_free) -> tuple:
     if r == 1:
         return (Loop(_base(var), S.Zero, sizes[var] - 1, full),)
     single = replace(tile, blocks=tile.blocks[:k] + ((var, 1),) + tile.blocks[k + 1:])
-    partial = (_one_by_one(var, sizes[var] - 1, _blocked(rule, single, sizes, k + 1, steps, inner_free)),)
+    partial = (one_by_one(_base(var), sizes[var] - 1, _blocked(rule, single, sizes, k + 1, steps, inner_free)),)
     return (Loop(_base(var), S.Zero, sizes[var] - 1, (Branch((_base(var) + r <= sizes[var],), full, partial),),
                  S(r)),)
-
-
-def _one_by_one(var, last, body: tuple) -> Loop:
-    """``body`` (code for a block of 1 of the blocked index ``var``) for each value from the block's base
-    up to ``last``, the base redeclared to it."""
-    one = Symbol(f'{_base(var).name}1', integer=True)
-    return Loop(one, _base(var), last, (Declare(_base(var).name, 'index', one),) + tuple(body))
 
 
 def _parked_passes(rule, tile, sizes, taps, body) -> tuple:
@@ -1092,7 +1085,7 @@ def _row_pairs(rule, tile, sizes, r, q, values: dict, plain, masked, exist: tupl
     var, count = block
 
     def per_channel(code):   # the block's channels in turn
-        return (_one_by_one(var, _base(var) + count - 1, code),)
+        return (one_by_one(_base(var), _base(var) + count - 1, code),)
     nodes = _chunk_pairs(rule, tile, sizes, r, plain, masked, rows, each, prepare=inside, then=per_channel)
     *declares, branch = nodes
     conds = tuple(e <= number if pick is Max else e >= number for (e, pick), number in tightest.items())
