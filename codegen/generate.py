@@ -117,7 +117,7 @@ def binding_file(rules) -> str:
         kernel = lower_numpy(r)
         sizes = [_size(p) for p in kernel.params]
         packed = not r.real_params   # a real parameter among the sizes: the kernel itself, every argument converted
-        view = dict(name=r.name, signature=', '.join(kernel.arrays), first=kernel.arrays[0],
+        view = dict(name=r.name, fresh=r.fresh, signature=', '.join(kernel.arrays), first=kernel.arrays[0],
                     rest=', '.join(kernel.arrays[1:]),
                     call=_pointers(r, kernel.arrays, False), call_copies=_pointers(r, kernel.arrays, True),
                     failures=_failures(k32['failure_messages']), bound_call='size' if packed else '*args',

@@ -50,6 +50,9 @@ class KernelRule:
     residues: tuple = ()      # free indices that are residues of a split (i = S t + r: the r)
     variants: tuple = ()      # (condition, KernelRule): the same output in another proven form, run where
     #                           the condition holds (a faster one for those sizes)
+    fresh: bool = False       # the public function hands the kernel a new, uninitialized first output (it
+    #                           writes every element: tests/kernels/test_outputs_written.py), allocated by the
+    #                           binding's prepare when given its shape
 
     @property
     def output_at(self) -> tuple:
@@ -80,7 +83,8 @@ def _forward(lay: Layer, family: str, dims: int, window) -> KernelRule:
         outputs += (_arg(lay.selector, index_array=True),)
     terms = tuple((t, next((optional[b] for b in _bases(t.body) if b in optional), '')) for t in lay.terms)
     return KernelRule(lay.name, family, 'forward', dims, outputs, inputs, lay.index, terms, lay.reduction,
-                      lay.hyps, window, lay.definitions, source=f'derive: {lay.name} forward definition')
+                      lay.hyps, window, lay.definitions, source=f'derive: {lay.name} forward definition',
+                      fresh=family in ('conv', 'avg_pool'))
 
 
 def _conv_backward(lay: Layer, grad, role: str, dims: int, window) -> KernelRule:
