@@ -664,16 +664,20 @@ def test_hoisted_bounds_of_sibling_loops_over_one_variable_get_their_own_names()
         ('0', 'o_hi'), ('o_lo', 'o_hi1'), ('o_lo1', 'n')]
 
 
-def _outer_form(name):
-    """The arm of the lowered kernel ``name`` that runs the outer-product form (codegen.lower_outer), or None."""
-    from sympy import Eq as Equal
-
+def _window_arms(name) -> list:
+    """The arms of the lowered kernel ``name`` that run under a window of 3 on every axis."""
     from codegen.ir import Branch, walk
     from codegen.spec import rule
     kernel_rule = rule(name)
-    window = [Equal(k, 3) for k in kernel_rule.window]
-    arms = [n.then for n in walk(lower(kernel_rule).body)
+    window = [Eq(k, 3) for k in kernel_rule.window]
+    return [n.then for n in walk(lower(kernel_rule).body)
             if isinstance(n, Branch) and all(w in n.conds for w in window)]
+
+
+def _outer_form(name):
+    """The arm of the lowered kernel ``name`` that runs the outer-product form (codegen.lower_outer), or None."""
+    from codegen.ir import Declare, walk
+    arms = [a for a in _window_arms(name) if any(isinstance(n, Declare) and n.name == 'pack' for n in walk(a))]
     return arms[0] if arms else None
 
 
@@ -708,3 +712,27 @@ def test_outer_product_form_reads_the_upstream_gradient_once_into_its_pack(name)
 @pytest.mark.parametrize('name', ['conv1d_weight', 'conv2d_input', 'conv2d'])
 def test_outer_product_form_is_only_for_weight_gradients_of_two_or_more_axes(name):
     assert _outer_form(name) is None
+
+
+@pytest.mark.parametrize('name', ['conv2d', 'conv2d_input', 'conv3d'])
+def test_row_blocks_of_a_3_wide_window_unroll_their_taps_and_share_their_rows(name):
+    """One value of the blocked index a tile (one output channel: tiny forward, depthwise convolutions) runs
+    rows in blocks; under a window of 3 on every axis and unit strides and dilations along the axes read,
+    a block of UNROLLED_ROWS rows has the taps of its rows' axis and the next unrolled inside the summed
+    channels, and a row's tap reads the same row as the next row's tap before it by the same expression:
+    8 rows x 3 taps down read 10 rows, not 24 (one load each, once the compiler merges them).  The taps of
+    an axis before the rows (3d: depth) stay a loop (their range depends on the position)."""
+    from codegen.ir import Assign, Branch, Declare, Loop, VLoad, walk
+    from codegen.lower_vector import UNROLLED_ROWS
+    from codegen.spec import rule
+    dims = len(rule(name).window)
+    arms = [a for a in _window_arms(name) if not any(isinstance(n, Declare) and n.name == 'pack' for n in walk(a))]
+    assert arms, 'no run-time copy for a window of 3'
+    chunks = [n.then for a in arms for n in walk(a) if isinstance(n, Branch) and 'v0' in str(n.conds)
+              and sum(isinstance(m, Assign) and str(m.target).startswith('v_') for m in walk(n.then))
+              == UNROLLED_ROWS * 9]
+    assert chunks   # the block's chunks inside the row's interior
+    for chunk in chunks:
+        assert len([n for n in walk(chunk) if isinstance(n, Loop) and str(n.var).startswith('m')]) == dims - 2
+        loads = {str(n.value) for n in walk(chunk) if isinstance(n, Declare) and isinstance(n.value, VLoad)}
+        assert len(loads) == (UNROLLED_ROWS + 2) * 3

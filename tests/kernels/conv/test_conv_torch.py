@@ -419,6 +419,30 @@ def test_rows_narrower_than_a_vector_match_torch(backend, dtype, dims, size, str
 
 @pytest.mark.sanitize_subset
 @pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize('dims, channels, size, padding, dilation', [
+    (2, 1, (28, 28), 0, 1), (2, 3, (13, 40), 1, 1), (2, 2, (9, 7), 1, 1), (2, 1, (7, 20), 0, 1),
+    (2, 2, (26, 19), (1, 0), 1), (2, 2, (20, 20), 1, (1, 2)), (3, 2, (4, 12, 18), 1, 1)])
+def test_one_channel_tiles_in_row_blocks_match_torch(backend, dtype, dims, channels, size, padding, dilation):
+    """One input and one output channel a group (tiny, depthwise convolutions): the C forward and input
+    gradient run the rows whose taps are all inside in blocks, a 3-wide undilated window with its taps
+    unrolled in blocks of 8 rows; rows before and after the blocks (padding), fewer rows than a block,
+    rows narrower than a vector, a remainder of rows, a dilated row axis (the general blocks), 3d."""
+    rng = np.random.default_rng(sum(size) + channels)
+    x = rng.standard_normal((2, channels) + size).astype(dtype)
+    w = rng.standard_normal((channels, 1) + (3,) * dims).astype(dtype)
+    b = rng.standard_normal(channels).astype(dtype)
+    params = dict(padding=padding, dilation=dilation, groups=channels)
+    conv = getattr(F, f'conv{dims}d')
+    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    y = conv(xt, wt, torch.from_numpy(b), **params)
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    gx, = torch.autograd.grad(y, (xt,), torch.from_numpy(g))
+    assert_close(getattr(backend, f'conv{dims}d')(x, w, b, **params), y.detach().numpy())
+    assert_close(getattr(backend, f'conv{dims}d_input')(x.shape, w, g, **params), gx.numpy())
+
+
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize('dims, c_in, size, kernel, stride, padding, groups', [
     (2, 20, (9, 21), 7, 1, 3, 1), (2, 20, (8, 32), 7, 1, 0, 1), (2, 40, (12, 12), 5, 2, 2, 2),
     (2, 130, (5, 7), 3, 1, 1, 1), (1, 100, (40,), 9, 1, 4, 1), (3, 24, (3, 5, 18), 5, 1, 2, 1)])
