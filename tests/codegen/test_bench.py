@@ -154,32 +154,44 @@ def test_sampling_is_round_robin_with_the_order_rotated_and_skips_wrong_results(
     assert [len(t.samples) for t in trials + [slow]] == [3, 3, 3, 0, 1]
 
 
-def test_settle_waits_for_a_spinning_thread_and_not_otherwise():
+def test_settle_waits_while_another_thread_uses_the_cpu_and_not_otherwise(monkeypatch):
+    """settle's decision on the CPU time others_cpu_s reports: another thread busy all the time (its CPU
+    time grows as the wall clock) holds it to its limit; no growth lets it go after one poll."""
+    monkeypatch.setattr(bench, 'others_cpu_s', time.perf_counter)
+    start = time.perf_counter()
+    bench.settle(0.02)
+    assert time.perf_counter() - start >= 0.02
+    monkeypatch.setattr(bench, 'others_cpu_s', lambda: 0.0)
+    start = time.perf_counter()
+    bench.settle(5.0)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_others_cpu_s_counts_another_thread_to_the_millisecond():
+    """A spinning thread's CPU time, read through its own clock, grows within one of settle's 1 ms polls
+    and never by more than the wall time of the poll (the process clock, read instead, jumps by a scheduler
+    tick of 4 ms at once, and a 1 ms poll saw an OpenMP worker spinning for 8 ms as idle in three of four).
+    The machine may be loaded: the polls are spread over 2 s until one finds the spinner running."""
     stop = threading.Event()
     block = bytes(1 << 20)
 
     def spin():   # hashing releases the GIL (a spinning OpenMP worker never holds it): no hand-over to wait for
         while not stop.is_set():
             hashlib.sha256(block).digest()
-    start = time.perf_counter()
-    bench.settle(5.0)
-    assert time.perf_counter() - start < 2.0   # idle once BLAS workers of earlier tests stop (~0.1 s)
-    spinner, cpu = threading.Thread(target=spin), bench.others_cpu_s()
+    bench.settle(5.0)   # BLAS workers of earlier tests stopped (~0.1 s)
+    spinner = threading.Thread(target=spin)
     spinner.start()
     try:
-        for _ in range(1000):   # until the spinner has run 20 ms
-            if bench.others_cpu_s() - cpu >= 0.02:
-                break
-            time.sleep(1e-3)
-        waited, deadline = [], time.perf_counter() + 2.0
-        while time.perf_counter() < deadline:   # on a loaded machine a 1 ms poll may find the spinner descheduled,
-            start = time.perf_counter()         # for a whole time slice: the tries are spread over 2 s
-            bench.settle(0.01)
-            waited.append(time.perf_counter() - start)
-            if waited[-1] >= 0.01:
-                break
-            time.sleep(0.01)
-        assert max(waited) >= 0.01   # a thread burning CPU: the whole limit (ten polls)
+        seen, excess, deadline = [], [], time.perf_counter() + 2.0
+        while time.perf_counter() < deadline and not seen:
+            start, cpu = time.perf_counter(), bench.others_cpu_s()
+            time.sleep(bench.SETTLE_STEP_S)
+            used, wall = bench.others_cpu_s() - cpu, time.perf_counter() - start
+            excess.append(used - wall)
+            if used >= bench.SETTLE_STEP_S / 4:
+                seen.append(used)
+        assert seen, 'the spinner never showed in a poll'
+        assert max(excess) < 1e-3   # one thread: at most the poll's wall time (a 4 ms tick would be 3 ms over)
     finally:
         stop.set()
         spinner.join()
