@@ -156,7 +156,7 @@ PLO, PHI, PEND = (Symbol(n, integer=True) for n in ('plo', 'phi', 'pend'))   # r
 PAD = IndexedBase('pad')   # a tile's zero-padded copy of the rows it reads (_padded)
 PJ = Symbol('pj', integer=True)   # a column of it
 PAD_MAX_ELEMENTS = 32768   # its largest size (a stack array of 128 KiB in float32, 256 KiB in float64)
-COMMON_WINDOW = (3, 1)   # window and padding of ResNet's pooling (3x3, stride 2, padding 1): a gather copy of its own
+COMMON_WINDOW = (WINDOW, 1)   # window and padding of ResNet's pooling (3x3, s2, p1): a gather copy of its own
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ class Tile:
     flat: object = None  # the row index when chunks run over the flattened plane (row, vec), else None
     chunks: int = 1      # consecutive vectors of the vector variable per tile (register blocking over positions)
     batch: object = None  # a summed variable looped outside the taps (the tile adds into the output), or None
-    rows: object = None  # the row index when a tile computes ROW_BLOCK consecutive rows (their tap boxes full)
+    rows: object = None  # the row index when a tile computes consecutive rows (_row_count; their tap boxes full)
     taps_inside: bool = False  # its taps inside its summed channels (a row block whose taps are unrolled: _window_rows)
     channels: object = None  # a summed index run in blocks of CSTEP, outside the positions (partial sums added)
     group: int = 0       # with several chunks, the blocked values a group of chunks holds at once (0: its block)
@@ -574,8 +574,8 @@ def _window_rows(rule, tile, u) -> tuple | None:
     values = {K: S(WINDOW) for K in rule.window}
     for e in (e for f in _arrays(tile.term) for e in f.indices):
         for v in [v for v in [u, *taps] if v in e.free_symbols]:
-            c = abs(e.coeff(v)) if e.coeff(v).is_number else e.coeff(v)
-            c = -c if (-c).is_Symbol else c
+            c = e.coeff(v)
+            c = -c if c.could_extract_minus_sign() else c
             if c.is_Symbol:
                 values[c] = S.One
             elif c != 1:
@@ -946,9 +946,11 @@ def _tile(rule, tile, sizes, steps, pair=None) -> tuple:
     if tile.vec_free:
         def chunk(t, guard, store=None):   # tile t at v0: unguarded (guard None) or with its lanes of guard
             combos = _tile_combos(t)
-            order = summed if guard is None or not set(summed) <= _taps(rule, t.term) else _masks_outside(summed, guard)
-            if guard is None and t.taps_inside:
-                order = sorted(summed, key=lambda v: v in _taps(rule, t.term))
+            taps = _taps(rule, t.term)
+            if guard is None:   # (a row block whose taps are unrolled: the summed channels outside them)
+                order = sorted(summed, key=lambda v: v in taps) if t.taps_inside else summed
+            else:
+                order = _masks_outside(summed, guard) if set(summed) <= taps else summed
             nest = _nest(t.term, order, set(rule.index), conds, list(t.term.divs), [],
                          _accumulate(rule, t, combos, guard), steps)
             return zero(t) + tuple(nest) + _finish(rule, t, combos, vector=True, inside=guard is None, mask=store)
