@@ -136,7 +136,8 @@ class Guard:
 class Declare:
     name: str
     ctype: str           # 'acc' (the kernel's scalar type), 'vec' (a vector of it), 'index', 'vbuf' (a stack
-    #                      array of ``value`` vectors), 'buf' (a stack array of ``value`` scalars)
+    #                      array of ``value`` vectors), 'buf' (a stack array of ``value`` scalars), 'vindex'
+    #                      (a vector of positions, every lane ``value``), 'vpos' (one, a copy of ``value``)
     value: object
     kind: str = 'declare'
 
@@ -167,12 +168,15 @@ class SelectMax:
 class VSelectMax:
     """SelectMax lane by lane: vectors best and position, a vector value, a tap's offset (the same in
     every lane: the lanes' own parts of their positions are added at the store, VStoreIndex).  The
-    vectors start at -inf and the first tap's offset: a tap is taken where it is larger or NaN."""
+    vectors start at -inf and the first tap's offset: a tap is taken where it is larger or NaN.  With
+    ``lanes``, the tap is a vector of positions, lane by lane (a row's own selection, selected among
+    the rows: claim pool.max-rows)."""
 
     best: str
     position: str
     value: object
     tap: object
+    lanes: bool = False
     kind: str = 'vselect_max'
 
 

@@ -113,7 +113,7 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
                             f'{printer.doprint(n.value)})', name=n.name))
         elif n.kind == 'declare':
             vector = VECTOR[real]
-            ctype = {'acc': real, 'vec': vector, 'index': 'int64_t'}[n.ctype]
+            ctype = {'acc': real, 'vec': vector, 'index': 'int64_t', 'vpos': f'{vector}p'}[n.ctype]
             value = '{0}' if n.ctype == 'vec' and n.value == 0 else printer.doprint(n.value)
             out.append(dict(kind='declare', name=identifier(n.name), ctype=ctype, value=value))
         elif n.kind in ('branch', 'ifdef'):
@@ -133,7 +133,8 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
             args = ', '.join(printer.doprint(a) for a in (n.array, n.flat, n.stride, n.mask, n.value))
             out.append(dict(kind='call', call=f'bp_vadd_{printer.suffix}({args})'))
         elif n.kind == 'vselect_max':
-            out.append(dict(kind='call', call=f'bp_vselect_max_{printer.suffix}(&{n.best}, &{n.position}, '
+            name = 'bp_vmerge_max' if n.lanes else 'bp_vselect_max'
+            out.append(dict(kind='call', call=f'{name}_{printer.suffix}(&{n.best}, &{n.position}, '
                             f'{printer.doprint(n.value)}, {printer.doprint(n.tap)})'))
         elif n.kind == 'vstore_index':
             start, step = printer.doprint(n.start), printer.doprint(n.step)

@@ -459,6 +459,47 @@ def _avg_rows() -> Verdict:
     return Verdict(PROVED, all(held.values()), notes)
 
 
+def select_step(best: tuple, candidate: tuple) -> tuple:
+    """One step of max pooling's selector on (value, position) pairs: the candidate where it is larger
+    or NaN, else the running one (PyTorch's CPU rule; the kernels' SelectMax)."""
+    value = candidate[0]
+    return candidate if value > best[0] or value != value else best
+
+
+def select_all(candidates) -> tuple:
+    """The selector's pair of a window: its steps over the candidates in window order from the first (a
+    start at -inf with the first position, as the kernels, takes the first candidate whatever it is)."""
+    chosen, *rest = candidates
+    for candidate in rest:
+        chosen = select_step(chosen, candidate)
+    return chosen
+
+
+@claim('pool.max-rows', SLIDE, 'the selector of a max pooling (the first maximum in window order, a NaN '
+       'replacing the running one) folds row by row: the selection over a window equals the selection, in row '
+       'order, among each row\'s own selection -- its step is associative.  The C kernels select along each row '
+       'of a window once, keep the row that two windows share, and select among the rows')
+def _max_rows() -> Verdict:
+    nan = float('nan')
+    values = (0.0, 1.0, 2.0, nan)   # every order type of three candidates, NaN anywhere
+    broken = [(a, b, c) for a, b, c in product(values, repeat=3) if select_step(select_step((a, 0), (b, 1)), (c, 2))[1]
+              != select_step((a, 0), select_step((b, 1), (c, 2)))[1]]
+    checked = 0
+    for rows, width in product(range(1, 4), range(1, 4)):   # every window of those sizes over {0, 1, NaN}
+        for window in product((0.0, 1.0, nan), repeat=rows * width):
+            pairs = [(v, k) for k, v in enumerate(window)]
+            by_rows = select_all([select_all(pairs[r * width:(r + 1) * width]) for r in range(rows)])
+            if by_rows[1] != select_all(pairs)[1]:
+                broken.append(window)
+            checked += 1
+    return Verdict(PROVED, not broken, (
+        Note(f'associative: the step gives the same position either way on all {len(values) ** 3} triples of '
+             f'(0, 1, 2, NaN), which are all the orders of three candidates (it reads only > and NaN); a fold of '
+             f'an associative step does not depend on its grouping, so rows of any sizes fold as the window'),
+        Note(f'and directly: all {checked} windows of 1-3 rows x 1-3 columns over (0, 1, NaN), the positions '
+             f'equal' + (f'; differ at {broken[:3]}' if broken else ''))))
+
+
 @claim('pool.avg-uniform', SLIDE, 'every window of an average pooling has the same divisor -- divisor_override, '
        'or the full window K0 ... K(d-1) -- when the override is set, or every window ends inside the padded input '
        '(no ceil_mode partial window) and the padding is counted or absent; the input gradient is then a '

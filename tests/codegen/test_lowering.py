@@ -736,3 +736,29 @@ def test_row_blocks_of_a_3_wide_window_unroll_their_taps_and_share_their_rows(na
         assert len([n for n in walk(chunk) if isinstance(n, Loop) and str(n.var).startswith('m')]) == dims - 2
         loads = {str(n.value) for n in walk(chunk) if isinstance(n, Declare) and isinstance(n.value, VLoad)}
         assert len(loads) == (UNROLLED_ROWS + 2) * 3
+
+
+def test_max_forward_strips_carry_a_window_row_and_read_two_a_row():
+    """max_pool2d's copy for 3x3 stride-2 undilated windows on both axes (lower_vector._strip_rows): each
+    output row of a strip loads two window rows (three vectors each), not three, selects along each (two
+    column taps after the first) and then among the rows (two selections of position vectors), and hands
+    its last window row on as the next row's first; not in 1-D (no row axis) nor 3-D (two)."""
+    from codegen.ir import Assign, Branch, Declare, Loop, VLoadOr, VSelectMax, walk
+    from codegen.spec import rule
+    wanted = {f'Eq({p}{a}, {v})' for a in (0, 1) for p, v in (('S', 2), ('K', 3), ('D', 1))}
+    copies = [n for n in walk(lower(rule('max_pool2d')).body) if isinstance(n, Branch)
+              and wanted <= {str(c) for c in n.conds}]
+    assert len(copies) == 1
+    for copy in copies:
+        rows = [n for n in walk(copy.then) if isinstance(n, Loop) and str(n.var) == 'o0'
+                and any(isinstance(m, VSelectMax) and m.lanes for m in n.body)]
+        assert len(rows) == 2   # the strips of whole vectors, and the one that ends the row
+        for row in rows:
+            loads = [n for n in walk(row.body) if isinstance(n, Declare) and isinstance(n.value, VLoadOr)]
+            selects = [n for n in walk(row.body) if isinstance(n, VSelectMax)]
+            assert len(loads) == 6 and not any(isinstance(n, Loop) for n in walk(row.body))
+            assert [s.lanes for s in selects] == [False] * 4 + [True] * 2
+            carried = [n for n in row.body if isinstance(n, Assign) and str(n.target) in ('cv', 'cp')]
+            assert [str(n.value) for n in carried] == ['h2v', 'h2p']
+    for other in ('max_pool1d', 'max_pool3d'):
+        assert not any(isinstance(n, VSelectMax) and n.lanes for n in walk(lower(rule(other)).body))

@@ -19,6 +19,24 @@ def test_pool_claim(cid):
     assert claim.passes(verdict), verdict
 
 
+def test_max_selector_folds_by_rows_not_by_columns():
+    """pool.max-rows is not vacuous: the selector's pair of a window, folded row by row, is PyTorch's (the
+    first maximum in row-major order, the last NaN), but folded column by column it is not (a tie across
+    the diagonal goes to the other unit); and without its NaN rule the step is not associative."""
+    window = [[0.0, 1.0], [1.0, 0.0]]
+    pairs = [[(v, 2 * r + c) for c, v in enumerate(row)] for r, row in enumerate(window)]
+    rows = pool.select_all([pool.select_all(row) for row in pairs])
+    columns = pool.select_all([pool.select_all([row[c] for row in pairs]) for c in range(2)])
+    assert rows == (1.0, 1) and columns == (1.0, 2)
+    nan = float('nan')
+    assert pool.select_all([(nan, 0), (1.0, 1), (nan, 2), (2.0, 3)])[1] == 2
+
+    def plain(best, candidate):   # no NaN rule: a NaN never taken, and one in the running pair stays
+        return candidate if candidate[0] > best[0] else best
+    a, b, c = (1.0, 0), (nan, 1), (2.0, 2)
+    assert plain(plain(a, b), c) != plain(a, plain(b, c))
+
+
 def _avg_reference(H, K, S, P, ceil_mode, include, override):
     """PyTorch's avg_pool1d backward written out: each window shares its error among its inputs."""
     O = pool.output_size(1, ceil_mode)[0].subs(_sizes(H, K, S, 1, P))

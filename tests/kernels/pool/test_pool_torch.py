@@ -300,6 +300,33 @@ def test_max_pool_left_border_chunk_matches_torch(backend, dtype, width):
 
 @pytest.mark.sanitize_subset
 @pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('height, width', [(3, 33), (5, 34), (8, 63), (13, 64), (10, 97), (29, 40)])
+@pytest.mark.parametrize('padding, ceil_mode', [(1, False), (0, False), (0, True), (1, True)])
+def test_max_pool_strips_carrying_a_window_row_match_torch(backend, dtype, height, width, padding, ceil_mode):
+    """3x3 s2 max pooling with rows of 16 outputs or more: in float32 on AVX-512 the C kernels run the
+    rows whose window rows are all inside in strips one vector wide down the plane, selecting along each
+    window row and then among the rows, a row's last window row carried as the next row's first
+    (lower_vector._strip_rows): one inside row or many, strips that end the row overlapping the one
+    before (widths whose outputs are not a multiple of 16) or not (32 and 48 outputs), windows reaching
+    the padding on either side, ceil mode's last window past the input.  Ties within a window row and
+    across the carried row keep the first; windows whose inside holds only -inf keep their first tap
+    inside (the plane runs the scalar element again); a NaN in one plane sends that plane to the scalar
+    element, and the other planes keep the strips' results."""
+    rng = np.random.default_rng(height * 1000 + width * 10 + padding)
+    x = rng.integers(-2, 3, size=(2, 3, height, width)).astype(dtype)
+    x[..., :2] = -np.inf                       # every row's first window: -inf inside
+    x[..., -1] = -np.inf
+    x[1, 2, height // 2, width // 3] = np.nan
+    x[0, 1, 2::2, 5] = 9.0                     # a tie on the carried rows: the upper window takes it first
+    params = dict(kernel_size=3, stride=2, padding=padding, ceil_mode=ceil_mode)
+    expected, expected_idx = torch_max(x, **params)
+    got, idx = backend.max_pool2d(x, return_indices=True, **params)
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('kernel, stride, padding, ceil_mode, count_include_pad, divisor_override', [
     (2, 2, 0, False, True, None), (3, 2, 1, False, True, None), (3, 2, 1, True, False, None),
     (3, 1, 1, False, False, None), (2, 3, 1, True, True, 3), (4, 1, 2, True, False, None),
