@@ -93,6 +93,12 @@ class VTaps(Function):
     from a row's registers; offset + stride * (LANES - 1) < 3 LANES)."""
 
 
+class VNext(Function):
+    """Lanes 1 ... LANES - 1 of the first vector, then lane 0 of the second: at stride 2, the tap one
+    stride after the tap ``v`` of three row registers (VTaps(a, b, c, 2, 2) = VNext(VTaps(a, b, c, 0, 2), c)),
+    one lane shift where VTaps is two permutes."""
+
+
 class HSum(Function):
     """The sum of the lanes of a vector."""
 

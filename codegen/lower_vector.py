@@ -131,7 +131,7 @@ from sympy import (Add, And, Eq, Expr, Indexed, IndexedBase, KroneckerDelta, Le,
 from derive.zsum import exact_cover, holds, within, zero_padded
 
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop,
-                 VAdd, VAnyNaN, VKeep, VLoad, VLoadMasked, VLoadOr, VNotFinite, VSelectMax, VSplat, VStore,
+                 VAdd, VAnyNaN, VKeep, VLoad, VLoadMasked, VLoadOr, VNext, VNotFinite, VSelectMax, VSplat, VStore,
                  VStoreIndex, VStorePair, VTaps)
 from .ir import fold, one_by_one, renamed, substitute, unrolled, walk, written
 from .lower import (BEST, POSITION, THREADS, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors,
@@ -1711,52 +1711,66 @@ def _shared_rows(rule, term, value, candidate, columns, common: dict) -> dict | 
 def _strip_rows(rule, term, value, candidate, columns, values: dict, vector: tuple, starts: list, step,
                 one_row: tuple, element: tuple) -> tuple:
     """The planes of a max kernel whose rows share a window row (_shared_rows; ``values``, its copy's):
-    the rows whose taps along u are all inside in strips down the plane, one chunk of LANES outputs
-    wide.  A strip selects along each window row (the column taps from row registers, loaded masked by
-    the row's bounds, -inf outside) and then among the window's rows (claim pool.max-rows: the
-    selector folds row by row); a row's last window row is the next row's first, carried in registers:
-    two window rows a row, not three.  The chains hold positions from the plane's row on (u's part
-    with the taps'), so the carried row's hold.  A strip whose chunk reaches past the row's interior
-    (``vector``) and meets a window whose taps inside are all -inf, or a NaN anywhere, sends the
-    plane's inside rows to the scalar ``element``.  The other rows run ``one_row``.  8x64x56x56 3x3 s2
-    p1 float32, 1 thread, C driver: 0.43 -> 0.29 ms (a hand kernel: 0.25, its third tap by an alignment
-    of the first; two chunks a row at a time 0.23)."""
+    the rows whose taps along u are all inside in strips down the plane, two chunks of LANES outputs
+    wide (then two or one that end the row, overlapping the one before).  A strip selects along each
+    window row (the column taps from row registers, loaded masked by the row's bounds, -inf outside;
+    the tap one stride on by a lane shift of the first, VNext) and then among the window's rows (claim
+    pool.max-rows: the selector folds row by row); a row's last window row is the next row's first,
+    carried in registers: two window rows a row, not three.  The chains hold positions from the
+    plane's row on (u's part with the taps'), so the carried row's hold.  A chunk that reaches past the
+    row's interior (``vector``) and meets a window whose taps inside are all -inf, or a NaN anywhere,
+    sends the plane's inside rows to the scalar ``element``.  The other rows run ``one_row``.
+    8x64x56x56 3x3 s2 p1 float32, 1 thread, C driver: 0.43 -> 0.29 ms with strips of one chunk and each
+    tap by permutes, 0.26 ms as they are (a hand kernel with two chunks a row at a time: 0.23)."""
     u, vec = rule.index[-2:]
     (m,) = [v for v in term.vars if v != columns.tap]
-    tap, (lo_m, hi_m) = columns.tap, (int(S(e).xreplace(values)) for e in _box(term, m, rule))
+    lo_m, hi_m = (int(S(e).xreplace(values)) for e in _box(term, m, rule))
+    taps = range(int(S(columns.lo).xreplace(values)), int(S(columns.hi).xreplace(values)) + 1)
+    shift = [k for k in taps if S(columns.dilation * (k - taps[0])).xreplace(values) == 2 == columns.stride.xreplace(
+        values)]   # the tap whose lanes are the first's one lane on
     held, lane = _split_taps(candidate, [*term.vars, u])   # the chains' part of the positions, the store's
-    array, sentinel, masks = Symbol(columns.tensor.name), Symbol(f'{SENTINEL}0'), columns.masks()
+    array, sentinel = Symbol(columns.tensor.name), Symbol(f'{SENTINEL}0')
     (first, last), size = _row_interior(rule, term, u, {}), rule.sizes[-1]
 
-    def select_row(at: dict, name: str) -> tuple:
-        """(nodes, best, position) of the window row at ``at`` (values of u and m) in the strip's chunk."""
-        registers = [Symbol(f'r{i}_{name}') for i in range(3)]
-        start = columns.start(value.xreplace(at))
-        best, position, x, own = Symbol(f'{name}v'), Symbol(f'{name}p'), Symbol(f'x_{name}'), held.xreplace(at)
-        taps = (Declare(x.name, 'vec', columns.taps(registers)), VSelectMax(best.name, position.name, x, own),
-                Assign(sentinel, x, '+='))
-        return (*(Declare(r.name, 'vec', VLoadOr(array, start + i * LANES, S.One, masks[i], -oo))
-                  for i, r in enumerate(registers)),
-                Declare(best.name, 'vec', columns.taps(registers).xreplace({tap: columns.lo})),
-                Declare(position.name, 'vindex', own.xreplace({tap: columns.lo})), Assign(sentinel, best, '+='),
-                Loop(tap, columns.lo + 1, columns.hi, taps)), best, position
+    def select_row(at: dict, name: str, v0, k: int) -> tuple:
+        """(nodes, best, position) of the window row at ``at`` (values of u and m) in chunk k at v0."""
+        registers, masks = [Symbol(f'r{i}_{name}') for i in range(3)], columns.masks(f'_{k}')
+        start = columns.start(value.xreplace(at)).xreplace({V0: v0})
+        best, position = Symbol(f'{name}v'), Symbol(f'{name}p')
+        nodes = [Declare(r.name, 'vec', VLoadOr(array, start + i * LANES, S.One, masks[i], -oo))
+                 for i, r in enumerate(registers)]
+        for t in taps:
+            x, own = Symbol(f'x{t}_{name}'), held.xreplace({**at, columns.tap: t})
+            tap = VNext(Symbol(f'x{taps[0]}_{name}'), registers[2]) if t in shift else \
+                columns.taps(registers).xreplace({columns.tap: t})
+            nodes += [Declare(x.name, 'vec', tap), Assign(sentinel, x, '+=')]
+            nodes += [Declare(best.name, 'vec', x), Declare(position.name, 'vindex', own)] if t == taps[0] else \
+                [VSelectMax(best.name, position.name, x, own)]
+        return tuple(nodes), best, position
 
-    carry, carried, carried_at = select_row({u: first, m: lo_m}, 'c')
-    later = [select_row({m: k}, f'h{k}') for k in range(lo_m + 1, hi_m + 1)]
-    best, position = Symbol(BEST), Symbol(POSITION)
-    at = {vec: V0}
-    row = (*(n for nodes, _, _ in later for n in nodes),
-           Declare(best.name, 'vec', carried), Declare(position.name, 'vpos', carried_at),
-           *(VSelectMax(best.name, position.name, v, p, lanes=True) for _, v, p in later),
-           VStore(Symbol(rule.outputs[0].name), starts[0].xreplace(at), S.One, best),
-           VStoreIndex(Symbol(rule.outputs[1].name), starts[1].xreplace(at), position, lane.xreplace(at), step),
-           Guard((Or(V0 < VLO, V0 + LANES - 1 > VHI),), (Assign(sentinel, VNotFinite(best), '+='),)),
-           Assign(carried, later[-1][1]), Assign(carried_at, later[-1][2]))
-    strip = (*columns.mask_declarations(V0, needed=True), *carry, Loop(u, first, last, row))
+    def strip(*at) -> tuple:
+        """Chunks at each of ``at`` down the inside rows, their work interleaved."""
+        carry = [select_row({u: first, m: lo_m}, f'c{k}', v0, k) for k, v0 in enumerate(at)]
+        later = [[select_row({m: j}, f'h{j}_{k}', v0, k) for k, v0 in enumerate(at)] for j in range(lo_m + 1, hi_m + 1)]
+        row = [n for chunks in later for nodes, _, _ in chunks for n in nodes]
+        for k, v0 in enumerate(at):
+            best, position = Symbol(f'{BEST}{k}'), Symbol(f'{POSITION}{k}')
+            row += [Declare(best.name, 'vec', carry[k][1]), Declare(position.name, 'vpos', carry[k][2]),
+                    *(VSelectMax(best.name, position.name, chunks[k][1], chunks[k][2], lanes=True) for chunks in later),
+                    VStore(Symbol(rule.outputs[0].name), starts[0].xreplace({V0: v0}), S.One, best),
+                    VStoreIndex(Symbol(rule.outputs[1].name), starts[1].xreplace({V0: v0}), position,
+                                lane.xreplace({vec: v0}), step),
+                    Guard((Or(v0 < VLO, v0 + LANES - 1 > VHI),), (Assign(sentinel, VNotFinite(best), '+='),)),
+                    Assign(carry[k][1], later[-1][k][1]), Assign(carry[k][2], later[-1][k][2])]
+        return (*(d for k, v0 in enumerate(at) for d in columns.mask_declarations(v0, f'_{k}', needed=True)),
+                *(n for nodes, _, _ in carry for n in nodes), Loop(u, first, last, tuple(row)))
+    rest = Symbol('vrest', integer=True)   # the first output no strip of two whole chunks covers
     strips = (Declare(VLO.name, 'index', vector[0]), Declare(VHI.name, 'index', vector[1]),
               Declare(sentinel.name, 'vec', S.Zero),
-              Loop(V0, S.Zero, size - LANES, strip, LANES),
-              Guard((Ne(Mod(size, LANES), 0),), (Loop(V0, size - LANES, size - LANES, strip),)),
+              Loop(V0, S.Zero, size - 2 * LANES, strip(V0, V0 + LANES), 2 * LANES),
+              Declare(rest.name, 'index', 2 * LANES * FloorDiv(size, 2 * LANES)),
+              Branch((size - rest > LANES,), strip(rest, size - LANES),
+                     (Guard((size - rest > 0,), strip(size - LANES)),)),
               Guard((Ne(VAnyNaN(sentinel), 0),), (Loop(u, first, last, (Loop(vec, S.Zero, size - 1, element),)),)))
     plane = (Loop(u, S.Zero, _min([first, rule.sizes[-2]]) - 1, one_row),
              Branch((last >= first, size >= LANES), strips, (Loop(u, first, last, one_row),)),

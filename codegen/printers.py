@@ -147,6 +147,9 @@ class CPrinter(IndexPrinting, C99CodePrinter):
     def _print_VTaps(self, expr):
         return f'bp_vtaps_{self.suffix}({", ".join(self._print(a) for a in expr.args)})'
 
+    def _print_VNext(self, expr):
+        return f'bp_vnext_{self.suffix}({", ".join(self._print(a) for a in expr.args)})'
+
     def _print_HSum(self, expr):
         return f'bp_hsum_{self.suffix}({self._print(expr.args[0])})'
 

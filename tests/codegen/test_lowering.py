@@ -457,8 +457,9 @@ def test_window_sums_take_strided_taps_from_row_registers_only_when_zero_padding
         assert any((stride >= 2) in n.conds for n in guarded)   # and the general copy tests it
         max_pool = rule(f'max_pool{dims}d')
         window = max_pool.window[-1]
+        # the copy for the column window alone (in 2-D the strips' copy fixes the row axis's window too)
         common = [n for n in walk(lower(max_pool).body) if isinstance(n, Branch) and Eq(stride, 2) in n.conds
-                  and Eq(window, 3) in n.conds]
+                  and Eq(window, 3) in n.conds and sum(isinstance(c, Eq) for c in n.conds) == 3]
         assert len(common) == 1 and {VREGS >= 32, LANES >= 16} <= set(common[0].conds)
         (copy,), general = common, common[0].otherwise
         selections = [n for n in walk(general) if isinstance(n, Branch) and (VREGS >= 32) in n.conds]
@@ -740,25 +741,32 @@ def test_row_blocks_of_a_3_wide_window_unroll_their_taps_and_share_their_rows(na
 
 def test_max_forward_strips_carry_a_window_row_and_read_two_a_row():
     """max_pool2d's copy for 3x3 stride-2 undilated windows on both axes (lower_vector._strip_rows): each
-    output row of a strip loads two window rows (three vectors each), not three, selects along each (two
-    column taps after the first) and then among the rows (two selections of position vectors), and hands
-    its last window row on as the next row's first; not in 1-D (no row axis) nor 3-D (two)."""
-    from codegen.ir import Assign, Branch, Declare, Loop, VLoadOr, VSelectMax, walk
+    output row of a strip loads two window rows per chunk (three vectors each), not three, selects along
+    each (two column taps after the first, the last a lane shift of the first) and then among the rows
+    (two selections of position vectors), and hands its last window row on as the next row's first;
+    strips of two chunks, then two or one; not in 1-D (no row axis) nor 3-D (two)."""
+    from codegen.ir import Assign, Branch, Declare, Loop, VLoadOr, VNext, VSelectMax, VStore, walk
     from codegen.spec import rule
     wanted = {f'Eq({p}{a}, {v})' for a in (0, 1) for p, v in (('S', 2), ('K', 3), ('D', 1))}
     copies = [n for n in walk(lower(rule('max_pool2d')).body) if isinstance(n, Branch)
               and wanted <= {str(c) for c in n.conds}]
     assert len(copies) == 1
-    for copy in copies:
-        rows = [n for n in walk(copy.then) if isinstance(n, Loop) and str(n.var) == 'o0'
-                and any(isinstance(m, VSelectMax) and m.lanes for m in n.body)]
-        assert len(rows) == 2   # the strips of whole vectors, and the one that ends the row
-        for row in rows:
-            loads = [n for n in walk(row.body) if isinstance(n, Declare) and isinstance(n.value, VLoadOr)]
-            selects = [n for n in walk(row.body) if isinstance(n, VSelectMax)]
-            assert len(loads) == 6 and not any(isinstance(n, Loop) for n in walk(row.body))
-            assert [s.lanes for s in selects] == [False] * 4 + [True] * 2
-            carried = [n for n in row.body if isinstance(n, Assign) and str(n.target) in ('cv', 'cp')]
-            assert [str(n.value) for n in carried] == ['h2v', 'h2p']
+    rows = [n for n in walk(copies[0].then) if isinstance(n, Loop) and str(n.var) == 'o0'
+            and any(isinstance(m, VSelectMax) and m.lanes for m in n.body)]
+    assert len(rows) == 3
+    widths = []
+    for row in rows:
+        chunks = len([n for n in row.body if isinstance(n, VStore)])
+        widths.append(chunks)
+        declared = [n.value for n in walk(row.body) if isinstance(n, Declare)]
+        selects = [n for n in walk(row.body) if isinstance(n, VSelectMax)]
+        assert not any(isinstance(n, Loop) for n in walk(row.body))
+        assert len([v for v in declared if isinstance(v, VLoadOr)]) == 6 * chunks
+        assert len([v for v in declared if isinstance(v, VNext)]) == 2 * chunks
+        assert [s.lanes for s in selects].count(False) == 4 * chunks
+        assert [s.lanes for s in selects].count(True) == 2 * chunks
+        carried = [(str(n.target), str(n.value)) for n in row.body if isinstance(n, Assign) and str(n.target)[0] == 'c']
+        assert carried == [(f'c{k}{x}', f'h2_{k}{x}') for k in range(chunks) for x in 'vp']
+    assert sorted(widths) == [1, 2, 2]
     for other in ('max_pool1d', 'max_pool3d'):
         assert not any(isinstance(n, VSelectMax) and n.lanes for n in walk(lower(rule(other)).body))
