@@ -488,6 +488,12 @@ def _nest_for(rule, tile, sizes, steps) -> tuple:
         for v in reversed([v for v in rule.index if v not in blocked + [tile.vec, u] + list(ones)]):
             nest = (Loop(v, S.Zero, sizes[v] - 1, nest),)
         body = (Branch(conditions, parallel(substitute(nest, ones)), body),)
+    common = _common_window(rule, _window_columns(rule, replace(tile, chunks=1)))
+    if common is not None:   # the whole nest in a copy, a function of its own: GCC's code for the row taps'
+        #                      copy alone did not change (pool3 average forward, 0.27 ms); for the whole
+        #                      nest, 0.27 -> 0.23 ms
+        excluded = frozenset(Eq(p, v) for p, v in common.items())
+        body = _copy_for(common, body, fold(body, excluded))
     return _stride_versions(body)
 
 
@@ -1218,18 +1224,10 @@ def _row_taps(rule, tile, size, conds, steps):
     thread, min of 200, against the stride-2 load per tap and chunk (two loads and a permute):
     float32 3x3 s2 p1 0.40 -> 0.30 ms, 2x2 s2 0.29 -> 0.24 ms, 3x3 s3 p1 (a scalar gather per tap
     before) 1.20 -> 0.23 ms; float64 3x3 s2 p1 0.75 -> 0.55 ms."""
-    if tile.chunks != 1 or tile.rows is not None or tile.channels is not None or tile.flat is not None:
+    found = _window_columns(rule, tile)
+    if found is None:
         return None
-    arrays, vec = _arrays(tile.term), tile.vec
-    if len(arrays) != 1:
-        return None
-    (f,) = arrays
-    found = _column_taps(rule, tile.term, f, vec)
-    if found is None or found.tap in tile.hoisted.free_symbols or S.false in found.conditions:
-        return None
-    m, tensor = found.tap, found.tensor
-    if not zero_padded(tile.term, {vec, m}, found.column, tensor.shape[-1], list(rule.hyps)):
-        return None
+    vec, (f,), m, tensor = tile.vec, _arrays(tile.term), found.tap, found.tensor
     combos = _combos(tile.blocks)
     sums = {(c, i): Symbol(_name(f'r{i}', c)) for c in combos for i in range(3)}
     loads = []
@@ -1240,20 +1238,45 @@ def _row_taps(rule, tile, size, conds, steps):
     others = [v for v in loop_order(tile.term) if v not in (vec, m)]
     rows = _nest(tile.term, others, set(rule.index), [c for c in conds if m not in c.free_symbols], [], [],
                  tuple(loads), steps)
-    per_tap = tuple(Assign(Symbol(_name('v', c)), found.taps([sums[c, i] for i in range(3)]), '+=') for c in combos)
+    registers = {c: [sums[c, i] for i in range(3)] for c in combos}
 
-    def chunk(store=None):   # the factors (an average's divisor) one scalar for the chunks in the interior
+    def taps(values):   # the tap loop, or in the copy of ``values`` each tap in turn
+        if values is None:
+            return (Loop(m, found.lo, found.hi, tuple(Assign(Symbol(_name('v', c)), found.taps(registers[c]), '+=')
+                                                      for c in combos)),)
+        return tuple(Assign(Symbol(_name('v', c)), found.tap_at(registers[c], t, values), '+=')
+                     for t in found.numbers(values) for c in combos)
+
+    def chunk(values, store=None):   # the factors (an average's divisor) one scalar for the chunks in the interior
         finish = _finish(rule, tile, combos, vector=True, mask=store)
         if store is None:
             finish = (Branch((V0 >= VLO, V0 + LANES - 1 <= VHI), _finish(rule, tile, combos, vector=True, inside=True),
                              finish),)
         return (found.mask_declarations(V0) + tuple(Declare(r.name, 'vec', S.Zero) for r in sums.values())
-                + tuple(rows) + tuple(Declare(_name('v', c), 'vec', S.Zero) for c in combos)
-                + (Loop(m, found.lo, found.hi, per_tap),) + finish)
-    row = (Loop(V0, S.Zero, size - LANES, chunk(), LANES),
-           Guard((Ne(Mod(size, LANES), 0),), (Loop(V0, size - LANES, size - LANES, chunk()),)))
-    short = (Declare(V0.name, 'index', S.Zero),) + chunk(LaneMask(S.Zero, size - 1 - V0))
-    return found.conditions, (Branch((size >= LANES,), row, short),)
+                + tuple(rows) + tuple(Declare(_name('v', c), 'vec', S.Zero) for c in combos) + taps(values) + finish)
+
+    def row(values=None):
+        chunks = (Loop(V0, S.Zero, size - LANES, chunk(values), LANES),
+                  Guard((Ne(Mod(size, LANES), 0),), (Loop(V0, size - LANES, size - LANES, chunk(values)),)))
+        short = (Declare(V0.name, 'index', S.Zero),) + chunk(values, LaneMask(S.Zero, size - 1 - V0))
+        return (Branch((size >= LANES,), chunks, short),)
+    common = _common_window(rule, found)
+    return found.conditions, row() if common is None else _copy_for(common, row(common), row())
+
+
+def _window_columns(rule, tile) -> ColumnTaps | None:
+    """The column taps of a one-array window sum whose row taps come from registers (_row_taps): one chunk,
+    the constraints on the vector variable and the tap exactly the array's bounds; None otherwise."""
+    if tile.chunks != 1 or tile.rows is not None or tile.channels is not None or tile.flat is not None:
+        return None
+    arrays, vec = _arrays(tile.term), tile.vec
+    if len(arrays) != 1:
+        return None
+    found = _column_taps(rule, tile.term, arrays[0], vec)
+    if found is None or found.tap in tile.hoisted.free_symbols or S.false in found.conditions:
+        return None
+    padded = zero_padded(tile.term, {vec, found.tap}, found.column, found.tensor.shape[-1], list(rule.hyps))
+    return found if padded else None
 
 
 @dataclass(frozen=True)
@@ -1301,6 +1324,18 @@ class ColumnTaps:
 
     def taps(self, registers) -> Expr:
         return VTaps(*registers, self.dilation * (self.tap - self.lo), self.stride)
+
+    def tap_at(self, registers, t: int, values: dict) -> Expr:
+        """Tap t's lanes in the copy of ``values`` (its taps numbers): where t is one stride after the
+        first at stride 2, the first's lanes shifted by one (VNext: one alignment where VTaps takes two
+        permutes; GCC computes the first tap's permutes once)."""
+        if S(self.dilation * (t - self.lo)).xreplace(values) == 2 == S(self.stride).xreplace(values):
+            return VNext(self.taps(registers).xreplace({self.tap: self.lo}), registers[2])
+        return self.taps(registers).xreplace({self.tap: t})
+
+    def numbers(self, values: dict) -> range:
+        """The taps in the copy of ``values``."""
+        return range(int(S(self.lo).xreplace(values)), int(S(self.hi).xreplace(values)) + 1)
 
 
 def _column_taps(rule, term, f: Indexed, vec) -> ColumnTaps | None:
@@ -1667,18 +1702,23 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
 
 
 def _common_window(rule, columns) -> dict | None:
-    """{stride: 2, window: 3, dilation: 1} for the symbols of a max kernel's column taps (ResNet's 3x3
-    stride-2 pooling), or None.  Its copy takes the taps of two rows' border chunks from row registers,
-    its tap loop unrolled (three constant offsets: each tap one or two permutes of constant indices,
-    the registers' lane masks constants inside): 8x64x56x56 3x3 s2 p1, float32, 1 thread, the kernel in
-    a harness, 0.51 -> 0.40 ms against the permuted load of each tap (two loads and a permute).  Not
-    with a run-time window (0.70 against 0.92 ms the other way: each tap's permute indices computed),
-    nor in the other chunks of the copy (0.40 -> 0.45 ms: GCC's code for the whole function), nor the
-    constants alone (0.540 -> 0.588 ms)."""
+    """{stride: 2, window: 3, dilation: 1} for the symbols of a window's column taps (ResNet's 3x3
+    stride-2 pooling; those already numbers must have them: an average's dilation), or None.  Max
+    pooling's copy takes the taps of two rows' border chunks from row registers, its tap loop unrolled
+    (three constant offsets: each tap one or two permutes of constant indices, the registers' lane masks
+    constants inside): 8x64x56x56 3x3 s2 p1, float32, 1 thread, the kernel in a harness, 0.51 -> 0.40 ms
+    against the permuted load of each tap (two loads and a permute).  Not with a run-time window (0.70
+    against 0.92 ms the other way: each tap's permute indices computed), nor in the other chunks of the
+    copy (0.40 -> 0.45 ms: GCC's code for the whole function), nor the constants alone (0.540 -> 0.588
+    ms).  Average pooling's forward (_row_taps) takes its taps in turn there, the third a lane shift
+    of the first, its whole nest in the copy (_nest_for): 0.27 -> 0.23 ms."""
     if columns is None or not rule.window:
         return None
-    values = {columns.stride: S(2), rule.window[-1]: S(COMMON_WINDOW[0]), columns.dilation: S.One}
-    if any(not p.is_Symbol for p in values) or len(values) != 3 or columns.hi - columns.lo + 1 != rule.window[-1]:
+    pairs = [(p, v) for p, v in ((columns.stride, S(2)), (rule.window[-1], S(COMMON_WINDOW[0])),
+                                 (columns.dilation, S.One)) if p != v]
+    values = dict(pairs)
+    if any(not p.is_Symbol for p in values) or len(values) != len(pairs) \
+            or columns.hi - columns.lo + 1 != rule.window[-1]:
         return None
     return values
 
@@ -1725,9 +1765,7 @@ def _strip_rows(rule, term, value, candidate, columns, values: dict, vector: tup
     u, vec = rule.index[-2:]
     (m,) = [v for v in term.vars if v != columns.tap]
     lo_m, hi_m = (int(S(e).xreplace(values)) for e in _box(term, m, rule))
-    taps = range(int(S(columns.lo).xreplace(values)), int(S(columns.hi).xreplace(values)) + 1)
-    shift = [k for k in taps if S(columns.dilation * (k - taps[0])).xreplace(values) == 2 == columns.stride.xreplace(
-        values)]   # the tap whose lanes are the first's one lane on
+    taps = columns.numbers(values)
     held, lane = _split_taps(candidate, [*term.vars, u])   # the chains' part of the positions, the store's
     array, sentinel = Symbol(columns.tensor.name), Symbol(f'{SENTINEL}0')
     (first, last), size = _row_interior(rule, term, u, {}), rule.sizes[-1]
@@ -1741,9 +1779,7 @@ def _strip_rows(rule, term, value, candidate, columns, values: dict, vector: tup
                  for i, r in enumerate(registers)]
         for t in taps:
             x, own = Symbol(f'x{t}_{name}'), held.xreplace({**at, columns.tap: t})
-            tap = VNext(Symbol(f'x{taps[0]}_{name}'), registers[2]) if t in shift else \
-                columns.taps(registers).xreplace({columns.tap: t})
-            nodes += [Declare(x.name, 'vec', tap), Assign(sentinel, x, '+=')]
+            nodes += [Declare(x.name, 'vec', columns.tap_at(registers, t, values)), Assign(sentinel, x, '+=')]
             nodes += [Declare(best.name, 'vec', x), Declare(position.name, 'vindex', own)] if t == taps[0] else \
                 [VSelectMax(best.name, position.name, x, own)]
         return tuple(nodes), best, position
