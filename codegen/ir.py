@@ -288,8 +288,8 @@ def substitute(nodes: tuple, mapping: dict) -> tuple:
 def renamed(nodes: tuple, suffix: str) -> tuple:
     """The nodes with every variable they declare or loop over renamed ``name + suffix``: two copies of
     one code can then share a scope (and the bounds hoist_invariants names after their loops differ)."""
-    names = {n.name for n in walk(nodes) if isinstance(n, Declare)} | {str(n.var) for n in walk(nodes)
-                                                                       if isinstance(n, Loop)}
+    names = {n.name for n in walk(nodes) if isinstance(n, Declare) or isinstance(n, Lanes) and not n.declared} | {
+        str(n.var) for n in walk(nodes) if isinstance(n, Loop)}
     symbols = {s for n in walk(nodes) for value in vars(n).values()
                for e in (value if isinstance(value, tuple) else (value,)) if hasattr(e, 'free_symbols')
                for s in e.free_symbols if s.name in names}
@@ -297,8 +297,9 @@ def renamed(nodes: tuple, suffix: str) -> tuple:
 
     def rename(n):
         fields = {f: tuple(rename(c) for c in getattr(n, f)) for f in ('body', 'then', 'otherwise') if hasattr(n, f)}
-        if isinstance(n, Declare):
-            fields['name'] = n.name + suffix
+        for name in ('name', 'best', 'position'):   # a variable named by a string (a selector's, a lane loop's)
+            if isinstance(getattr(n, name, None), str) and getattr(n, name) in names:
+                fields[name] = getattr(n, name) + suffix
         return replace(n, **fields) if fields else n
     return substitute(tuple(rename(n) for n in nodes), mapping)
 

@@ -639,7 +639,7 @@ def test_lane_free_factor_is_exact_where_its_condition_holds():
 def test_border_chunks_of_an_average_take_one_divisor_where_their_windows_are_whole():
     """The average forward's chunks outside the interior compute the divisor per lane only where the
     windows' sizes differ across the chunk: a branch takes one scalar (VSplat) where _lane_free's
-    condition holds at the chunk's two ends."""
+    condition holds at the chunk's two ends (a chunk at v0, or in the strips at vrest or O1 - LANES)."""
     from codegen.ir import Assign, Branch, Lanes, VSplat, walk
     from codegen.spec import rule
     kernel = lower(rule('avg_pool2d'))
@@ -648,7 +648,7 @@ def test_border_chunks_of_an_average_take_one_divisor_where_their_windows_are_wh
     assert branches
     for b in branches:
         assert b.otherwise[0].declared and isinstance(b.then[0], Assign) and isinstance(b.then[0].value, VSplat)
-        assert all('v0' in str(c) for c in b.conds)
+        assert all({'v0', 'vrest', 'O1'} & {str(x) for x in c.free_symbols} for c in b.conds)
 
 
 def test_hoisted_bounds_of_sibling_loops_over_one_variable_get_their_own_names():
@@ -770,3 +770,29 @@ def test_max_forward_strips_carry_a_window_row_and_read_two_a_row():
     assert sorted(widths) == [1, 2, 2]
     for other in ('max_pool1d', 'max_pool3d'):
         assert not any(isinstance(n, VSelectMax) and n.lanes for n in walk(lower(rule(other)).body))
+
+
+def test_average_forward_strips_carry_a_window_row_sum():
+    """avg_pool2d's copy for 3-wide stride-2 windows on both axes (lower_vector._sum_strips): every output
+    row of a strip loads two window rows per chunk (three vectors each, masked by the input's rows too),
+    sums each row's taps (the last a lane shift of the first), adds the carried row's sum, and hands its
+    last window row's sum on; strips of two chunks, then two or one; no other copy in 1-D or 3-D."""
+    from codegen.ir import Assign, Branch, Declare, Loop, VLoadMasked, VNext, VStore, walk
+    from codegen.spec import rule
+    wanted = {'Eq(S0, 2)', 'Eq(K0, 3)', 'Eq(K1, 3)'}   # (S1 = 2 in the stride-2 copy it lies in)
+    copies = [n for n in walk(lower(rule('avg_pool2d')).body) if isinstance(n, Branch)
+              and wanted <= {str(c) for c in n.conds}]
+    assert len(copies) == 1
+    rows = [n for n in walk(copies[0].then) if isinstance(n, Loop) and str(n.var) == 'o0']
+    widths = []
+    for row in rows:
+        chunks = len([n for n in walk(row.body) if isinstance(n, VStore)]) // 2   # (a store for each divisor form)
+        widths.append(chunks)
+        declared = [n.value for n in walk(row.body) if isinstance(n, Declare)]
+        assert len([v for v in declared if isinstance(v, VLoadMasked)]) == 6 * chunks
+        assert len([n for n in walk(row.body) if isinstance(n, Assign) and n.value.has(VNext)]) == 2 * chunks
+        carried = [(str(n.target), str(n.value)) for n in row.body if isinstance(n, Assign) and str(n.target)[0] == 'c']
+        assert carried == [(f'c{k}s', f'h2_{k}s') for k in range(chunks)]
+    assert sorted(widths) == [1, 2, 2]
+    for other in ('avg_pool1d', 'avg_pool3d'):
+        assert not any(isinstance(n, Assign) and str(n.target) == 'c0s' for n in walk(lower(rule(other)).body))

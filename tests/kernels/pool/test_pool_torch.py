@@ -351,6 +351,28 @@ def test_avg_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding,
 
 @pytest.mark.sanitize_subset
 @pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('height, width', [(3, 33), (4, 34), (8, 63), (13, 64), (10, 97), (29, 40)])
+@pytest.mark.parametrize('padding, ceil_mode, count_include_pad, divisor_override', [
+    (1, False, True, None), (0, False, True, None), (1, True, False, None), (0, True, True, None),
+    (1, False, False, 5)])
+def test_avg_pool_strips_carrying_a_window_row_match_torch(backend, dtype, height, width, padding, ceil_mode,
+                                                           count_include_pad, divisor_override):
+    """3x3 s2 average pooling with rows of 16 outputs or more: in float32 on AVX-512 the C kernels run
+    every row in strips two vectors wide down the plane, each window row's taps summed once and a
+    row's last window row's sum carried as the next row's first, the input's rows outside it read as
+    zeros (lower_vector._sum_strips): windows reaching the padding above, below and on either side,
+    ceil mode's last windows past the input, every divisor rule; strips that end the row overlapping
+    the one before or not."""
+    rng = np.random.default_rng(height * 1000 + width * 10 + padding)
+    x = rng.standard_normal((2, 3, height, width)).astype(dtype)
+    params = dict(kernel_size=3, stride=2, padding=padding, ceil_mode=ceil_mode,
+                  count_include_pad=count_include_pad, divisor_override=divisor_override)
+    expected = F.avg_pool2d(torch.from_numpy(x), **params).numpy()
+    assert_close(backend.avg_pool2d(x, **params), expected)
+
+
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('size, kernel, divisor_override', [
     ((2, 3, 10, 32), 2, None), ((2, 3, 6, 36), 2, 3), ((1, 2, 9, 105), 3, None), ((2, 2, 4, 10), 2, None),
     ((1, 2, 5, 5), 1, None), ((2, 3, 48), 4, None), ((1, 2, 4, 6, 40), 2, 5), ((2, 2, 4, 6), 2, None),
