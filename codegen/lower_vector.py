@@ -1281,7 +1281,7 @@ def _sum_strips(rule, tile, columns, common: dict) -> tuple | None:
     """(values, nodes): average pooling forward over planes whose output rows share a window row
     (_shared_rows: the common window on both axes), its rows' constraints too the input's bounds
     (zero_padded), in strips down the plane two chunks of LANES outputs wide (then two or one that end
-    the row, overlapping the one before); None elsewhere.  A strip sums each window row's taps (the
+    the row: _strips_across); None elsewhere.  A strip sums each window row's taps (the
     row registers loaded masked by the row's bounds and by the input's rows, zeros outside: claim
     pool.avg-rows), a row's three window rows' sums, and scales by the divisor (_finish); a row's last
     window row's sum is the next row's first, carried in registers: two window rows a row, not three,
@@ -1330,13 +1330,18 @@ def _sum_strips(rule, tile, columns, common: dict) -> tuple | None:
         return (*(d for k, v0 in enumerate(at) for d in columns.mask_declarations(v0, f'_{k}', needed=True)),
                 *(n for nodes, _ in carry for n in nodes), Loop(u, S.Zero, rule.sizes[-2] - 1, tuple(row)))
     lo, hi = interior(rule, plane)
-    rest = Symbol('vrest', integer=True)   # the first output no strip of two whole chunks covers
-    strips = (Declare(VLO.name, 'index', lo), Declare(VHI.name, 'index', hi),
-              Loop(V0, S.Zero, size - 2 * LANES, strip(V0, V0 + LANES), 2 * LANES),
-              Declare(rest.name, 'index', 2 * LANES * FloorDiv(size, 2 * LANES)),
-              Branch((size - rest > LANES,), strip(rest, size - LANES),
-                     (Guard((size - rest > 0,), strip(size - LANES)),)))
+    strips = (Declare(VLO.name, 'index', lo), Declare(VHI.name, 'index', hi), *_strips_across(size, strip))
     return values, parallel(_box_loops(rule.index[:-2], rule.sizes[:-2], strips))
+
+
+def _strips_across(size, strip) -> tuple:
+    """A row of ``size`` >= LANES outputs in strips (``strip(*starts)``: chunks of LANES at each start): two
+    whole chunks at a time, then two or one that end the row, the last overlapping the one before."""
+    rest = Symbol('vrest', integer=True)   # the first output no strip of two whole chunks covers
+    return (Loop(V0, S.Zero, size - 2 * LANES, strip(V0, V0 + LANES), 2 * LANES),
+            Declare(rest.name, 'index', 2 * LANES * FloorDiv(size, 2 * LANES)),
+            Branch((size - rest > LANES,), strip(rest, size - LANES),
+                   (Guard((size - rest > 0,), strip(size - LANES)),)))
 
 
 def _window_columns(rule, tile) -> ColumnTaps | None:
@@ -1829,7 +1834,7 @@ def _strip_rows(rule, term, value, candidate, columns, values: dict, vector: tup
                 one_row: tuple, element: tuple) -> tuple:
     """The planes of a max kernel whose rows share a window row (_shared_rows; ``values``, its copy's):
     the rows whose taps along u are all inside in strips down the plane, two chunks of LANES outputs
-    wide (then two or one that end the row, overlapping the one before).  A strip selects along each
+    wide (then two or one that end the row: _strips_across).  A strip selects along each
     window row (the column taps from row registers, loaded masked by the row's bounds, -inf outside;
     the tap one stride on by a lane shift of the first, VNext) and then among the window's rows (claim
     pool.max-rows: the selector folds row by row); a row's last window row is the next row's first,
@@ -1877,13 +1882,8 @@ def _strip_rows(rule, term, value, candidate, columns, values: dict, vector: tup
                     Assign(carry[k][1], later[-1][k][1]), Assign(carry[k][2], later[-1][k][2])]
         return (*(d for k, v0 in enumerate(at) for d in columns.mask_declarations(v0, f'_{k}', needed=True)),
                 *(n for nodes, _, _ in carry for n in nodes), Loop(u, first, last, tuple(row)))
-    rest = Symbol('vrest', integer=True)   # the first output no strip of two whole chunks covers
     strips = (Declare(VLO.name, 'index', vector[0]), Declare(VHI.name, 'index', vector[1]),
-              Declare(sentinel.name, 'vec', S.Zero),
-              Loop(V0, S.Zero, size - 2 * LANES, strip(V0, V0 + LANES), 2 * LANES),
-              Declare(rest.name, 'index', 2 * LANES * FloorDiv(size, 2 * LANES)),
-              Branch((size - rest > LANES,), strip(rest, size - LANES),
-                     (Guard((size - rest > 0,), strip(size - LANES)),)),
+              Declare(sentinel.name, 'vec', S.Zero), *_strips_across(size, strip),
               Guard((Ne(VAnyNaN(sentinel), 0),), (Loop(u, first, last, (Loop(vec, S.Zero, size - 1, element),)),)))
     plane = (Loop(u, S.Zero, _min([first, rule.sizes[-2]]) - 1, one_row),
              Branch((last >= first, size >= LANES), strips, (Loop(u, first, last, one_row),)),
