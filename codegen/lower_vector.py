@@ -165,6 +165,7 @@ PAD = IndexedBase('pad')   # a tile's zero-padded copy of the rows it reads (_pa
 PJ = Symbol('pj', integer=True)   # a column of it
 PAD_MAX_ELEMENTS = 32768   # its largest size (a stack array of 128 KiB in float32, 256 KiB in float64)
 COMMON_WINDOW = (WINDOW, 1)   # window and padding of ResNet's pooling (3x3, s2, p1): a gather copy of its own
+ROW_TAP_WIDTHS = (WINDOW, 2)   # stride-2 column windows whose average forward has a copy (ResNet's 3, VGG's 2)
 
 
 @dataclass(frozen=True)
@@ -496,14 +497,15 @@ def _nest_for(rule, tile, sizes, steps) -> tuple:
         for v in reversed([v for v in rule.index if v not in blocked + [tile.vec, u] + list(ones)]):
             nest = (Loop(v, S.Zero, sizes[v] - 1, nest),)
         body = (Branch(conditions, parallel(substitute(nest, ones)), body),)
-    common = _common_window(rule, _window_columns(rule, replace(tile, chunks=1)))
-    if common is not None:   # the whole nest in a copy, a function of its own: GCC's code for the row taps'
-        #                      copy alone did not change (pool3 average forward, 0.27 ms); for the whole
-        #                      nest, 0.27 -> 0.23 ms
-        excluded = frozenset(Eq(p, v) for p, v in common.items())
-        body = _copy_for(common, body, fold(body, excluded))
-        columns = _window_columns(rule, replace(tile, chunks=1))
-        strips = _sum_strips(rule, tile, columns, common)
+    columns = _window_columns(rule, replace(tile, chunks=1))
+    for width in ROW_TAP_WIDTHS:
+        common = _common_window(rule, columns, width)
+        if common is None:
+            continue
+        # the whole nest in a copy, a function of its own: GCC's code for the row taps' copy alone did not
+        # change (pool3 average forward, 0.27 ms); for the whole nest, 0.27 -> 0.23 ms, pool2's 0.22 -> 0.15
+        body = _copy_for(common, body, fold(body, frozenset(Eq(p, v) for p, v in common.items())))
+        strips = _sum_strips(rule, tile, columns, common) if width == COMMON_WINDOW[0] else None
         if strips is not None:
             also = tuple(c.xreplace(strips[0]) for c in columns.conditions) + (sizes[tile.vec] >= LANES,)
             body = _copy_for(strips[0], strips[1], body, also=tuple(c for c in also if c is not S.true))
@@ -1273,8 +1275,11 @@ def _row_taps(rule, tile, size, conds, steps):
                   Guard((Ne(Mod(size, LANES), 0),), (Loop(V0, size - LANES, size - LANES, chunk(values)),)))
         short = (Declare(V0.name, 'index', S.Zero),) + chunk(values, LaneMask(S.Zero, size - 1 - V0))
         return (Branch((size >= LANES,), chunks, short),)
-    common = _common_window(rule, found)
-    return found.conditions, row() if common is None else _copy_for(common, row(common), row())
+    body = row()
+    for width in ROW_TAP_WIDTHS:
+        common = _common_window(rule, found, width)
+        body = body if common is None else _copy_for(common, row(common), body)
+    return found.conditions, body
 
 
 def _sum_strips(rule, tile, columns, common: dict) -> tuple | None:
@@ -1781,9 +1786,10 @@ def max_vector_nodes(rule: KernelRule, steps: dict) -> tuple:
     return (plane <= 2**31 - 1, widest <= 2**31 - 1), body
 
 
-def _common_window(rule, columns) -> dict | None:
-    """{stride: 2, window: 3, dilation: 1} for the symbols of a window's column taps (ResNet's 3x3
-    stride-2 pooling; those already numbers must have them: an average's dilation), or None.  Max
+def _common_window(rule, columns, width: int = COMMON_WINDOW[0]) -> dict | None:
+    """{stride: 2, window: width, dilation: 1} for the symbols of a window's column taps (ResNet's 3x3
+    stride-2 pooling; VGG's 2x2 for an average: ROW_TAP_WIDTHS; those already numbers must have them:
+    an average's dilation), or None.  Max
     pooling's copy takes the taps of two rows' border chunks from row registers, its tap loop unrolled
     (three constant offsets: each tap one or two permutes of constant indices, the registers' lane masks
     constants inside): 8x64x56x56 3x3 s2 p1, float32, 1 thread, the kernel in a harness, 0.51 -> 0.40 ms
@@ -1794,13 +1800,13 @@ def _common_window(rule, columns) -> dict | None:
     of the first, its whole nest in the copy (_nest_for): 0.27 -> 0.23 ms."""
     if columns is None or not rule.window or columns.hi - columns.lo + 1 != rule.window[-1]:
         return None
-    return _window_values(columns.stride, rule.window[-1], columns.dilation)
+    return _window_values(columns.stride, rule.window[-1], columns.dilation, width)
 
 
-def _window_values(stride, window, dilation) -> dict | None:
-    """{symbol: number} setting an axis's stride, window and dilation to the common window's (2, 3, 1),
-    or None: those already numbers must have them, the others be distinct symbols."""
-    pairs = [(p, v) for p, v in ((stride, S(2)), (window, S(COMMON_WINDOW[0])), (dilation, S.One)) if p != v]
+def _window_values(stride, window, dilation, width: int = COMMON_WINDOW[0]) -> dict | None:
+    """{symbol: number} setting an axis's stride, window and dilation to 2, ``width``, 1 (the common
+    window's: 3), or None: those already numbers must have them, the others be distinct symbols."""
+    pairs = [(p, v) for p, v in ((stride, S(2)), (window, S(width)), (dilation, S.One)) if p != v]
     values = dict(pairs)
     return None if any(not p.is_Symbol for p in values) or len(values) != len(pairs) else values
 

@@ -796,3 +796,23 @@ def test_average_forward_strips_carry_a_window_row_sum():
     assert sorted(widths) == [1, 2, 2]
     for other in ('avg_pool1d', 'avg_pool3d'):
         assert not any(isinstance(n, Assign) and str(n.target) == 'c0s' for n in walk(lower(rule(other)).body))
+
+
+@pytest.mark.parametrize('dims', [1, 2, 3])
+def test_average_forward_has_a_copy_for_each_row_tap_width(dims):
+    """The average forward's nest has a copy of its own for a stride-2 column window 3 or 2 wide
+    (lower_vector.ROW_TAP_WIDTHS, _nest_for), its taps constant offsets taken in turn (tap 2 of a
+    3-wide window a lane shift of tap 0), and the general nest keeps a tap loop for the others."""
+    from sympy import Eq
+
+    from codegen.ir import Branch, VNext, VTaps, walk
+    from codegen.spec import rule
+    body = lower(rule(f'avg_pool{dims}d')).body
+    window = Symbol(f'K{dims - 1}', integer=True, positive=True)
+    for width in (3, 2):
+        copies = [n for n in walk(body) if isinstance(n, Branch) and Eq(window, width) in n.conds]
+        assert copies
+        exprs = [e for n in walk(copies[0].then) for e in (getattr(n, 'value', None),) if hasattr(e, 'atoms')]
+        offsets = {int(t.args[3]) for e in exprs for t in e.atoms(VTaps)}
+        assert offsets == {0, 1}   # (a 3-wide window's tap 2: VNext of tap 0)
+        assert any(e.atoms(VNext) for e in exprs) == (width == 3)
