@@ -1265,8 +1265,7 @@ def _row_taps(rule, tile, size, conds, steps):
     def chunk(values, store=None):   # the factors (an average's divisor) one scalar for the chunks in the interior
         finish = _finish(rule, tile, combos, vector=True, mask=store)
         if store is None:
-            finish = (Branch((V0 >= VLO, V0 + LANES - 1 <= VHI), _finish(rule, tile, combos, vector=True, inside=True),
-                             finish),)
+            finish = _inside_or(rule, tile, combos, finish)
         return (found.mask_declarations(V0) + tuple(Declare(r.name, 'vec', S.Zero) for r in sums.values())
                 + tuple(rows) + tuple(Declare(_name('v', c), 'vec', S.Zero) for c in combos) + taps(values) + finish)
 
@@ -1303,21 +1302,18 @@ def _sum_strips(rule, tile, columns, common: dict) -> tuple | None:
         return None
     values = common | shared
     lo_m, hi_m = (int(S(e).xreplace(values)) for e in _box(term, m, rule))
-    taps, array, size = columns.numbers(values), Symbol(columns.tensor.name), rule.sizes[-1]
+    taps, size = columns.numbers(values), rule.sizes[-1]
     plane = replace(tile, blocks=(), chunks=1)
 
     def row_sum(at: dict, name: str, v0, k: int) -> tuple:
         """(nodes, sum) of the window row at ``at`` (values of u and m) in chunk k at v0."""
-        registers, masks = [Symbol(f'r{i}_{name}') for i in range(3)], columns.masks(f'_{k}')
-        start, r = columns.start(f.xreplace(at)).xreplace({V0: v0}), row_at.xreplace(at)
+        r = row_at.xreplace(at)
         inside = And(r >= 0, columns.tensor.shape[-2] - 1 - r >= 0)
+        registers, nodes = columns.row_loads(f.xreplace(at), name, v0, k, lambda array, flat, mask: VLoadMasked(
+            array, flat, S.One, Piecewise((mask, inside), (S.Zero, True))))
         total = Symbol(f'{name}s')
-        nodes = [Declare(reg.name, 'vec', VLoadMasked(array, start + i * LANES, S.One,
-                                                       Piecewise((masks[i], inside), (S.Zero, True))))
-                 for i, reg in enumerate(registers)]
-        nodes += [Declare(total.name, 'vec', columns.tap_at(registers, taps[0], values))]
-        nodes += [Assign(total, columns.tap_at(registers, t, values), '+=') for t in taps[1:]]
-        return tuple(nodes), total
+        nodes += (Declare(total.name, 'vec', columns.tap_at(registers, taps[0], values)),)
+        return nodes + tuple(Assign(total, columns.tap_at(registers, t, values), '+=') for t in taps[1:]), total
 
     def strip(*at) -> tuple:
         """Chunks at each of ``at`` down the plane's rows, their work interleaved."""
@@ -1326,8 +1322,7 @@ def _sum_strips(rule, tile, columns, common: dict) -> tuple | None:
         row = [n for chunks in later for nodes, _ in chunks for n in nodes]
         for k, v0 in enumerate(at):
             acc = Symbol(_name('v', ()))
-            finish = (Branch((V0 >= VLO, V0 + LANES - 1 <= VHI), _finish(rule, plane, [()], vector=True, inside=True),
-                             _finish(rule, plane, [()], vector=True)),)
+            finish = _inside_or(rule, plane, [()], _finish(rule, plane, [()], vector=True))
             row += renamed(substitute((Declare(acc.name, 'vec', carry[k][1]),
                                        *(Assign(acc, chunks[k][1], '+=') for chunks in later), *finish), {V0: v0}),
                            f'_{k}')
@@ -1417,6 +1412,14 @@ class ColumnTaps:
         if S(self.dilation * (t - self.lo)).xreplace(values) == 2 == S(self.stride).xreplace(values):
             return VNext(self.taps(registers).xreplace({self.tap: self.lo}), registers[2])
         return self.taps(registers).xreplace({self.tap: t})
+
+    def row_loads(self, at: Indexed, name: str, v0, k: int, load) -> tuple:
+        """(registers, declarations): the three vectors of the window row ``at`` reads, in chunk k at v0 of
+        a strip, each ``load(array, flat, mask)`` with chunk k's lane masks."""
+        registers, masks = [Symbol(f'r{i}_{name}') for i in range(3)], self.masks(f'_{k}')
+        array, start = Symbol(self.tensor.name), self.start(at).xreplace({V0: v0})
+        return registers, tuple(Declare(r.name, 'vec', load(array, start + i * LANES, masks[i]))
+                                for i, r in enumerate(registers))
 
     def numbers(self, values: dict) -> range:
         """The taps in the copy of ``values``."""
@@ -1552,6 +1555,13 @@ def _finish(rule, tile, combos, vector: bool, inside: bool = False, mask=None) -
         else:
             nodes.append(Assign(ref, total, '+=' if tile.batch is not None else '='))
     return tuple(nodes)
+
+
+def _inside_or(rule, tile, combos, finish: tuple) -> tuple:
+    """The chunk at v0's finish: the interior's (its factors simplified: one scalar divisor) where the
+    chunk lies in [vlo, vhi], ``finish`` elsewhere."""
+    return (Branch((V0 >= VLO, V0 + LANES - 1 <= VHI), _finish(rule, tile, combos, vector=True, inside=True),
+                   finish),)
 
 
 def _lane_factor(factor: Expr, vec) -> tuple:
@@ -1855,16 +1865,14 @@ def _strip_rows(rule, term, value, candidate, columns, values: dict, vector: tup
     lo_m, hi_m = (int(S(e).xreplace(values)) for e in _box(term, m, rule))
     taps = columns.numbers(values)
     held, lane = _split_taps(candidate, [*term.vars, u])   # the chains' part of the positions, the store's
-    array, sentinel = Symbol(columns.tensor.name), Symbol(f'{SENTINEL}0')
+    sentinel = Symbol(f'{SENTINEL}0')
     (first, last), size = _row_interior(rule, term, u, {}), rule.sizes[-1]
 
     def select_row(at: dict, name: str, v0, k: int) -> tuple:
         """(nodes, best, position) of the window row at ``at`` (values of u and m) in chunk k at v0."""
-        registers, masks = [Symbol(f'r{i}_{name}') for i in range(3)], columns.masks(f'_{k}')
-        start = columns.start(value.xreplace(at)).xreplace({V0: v0})
-        best, position = Symbol(f'{name}v'), Symbol(f'{name}p')
-        nodes = [Declare(r.name, 'vec', VLoadOr(array, start + i * LANES, S.One, masks[i], -oo))
-                 for i, r in enumerate(registers)]
+        registers, loads = columns.row_loads(value.xreplace(at), name, v0, k,
+                                             lambda array, flat, mask: VLoadOr(array, flat, S.One, mask, -oo))
+        best, position, nodes = Symbol(f'{name}v'), Symbol(f'{name}p'), list(loads)
         for t in taps:
             x, own = Symbol(f'x{t}_{name}'), held.xreplace({**at, columns.tap: t})
             nodes += [Declare(x.name, 'vec', columns.tap_at(registers, t, values)), Assign(sentinel, x, '+=')]
