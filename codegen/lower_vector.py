@@ -47,7 +47,8 @@ from its proven Z-sum:
 * a blocked index shorter than its block (one output channel: tiny forward,
   lenet's input gradient) leaves one accumulator chain per chunk, each add
   waiting for the last: a run-time variant computes blocks of ROW_BLOCK rows
-  in the row interior, one chain a row (tiny forward kernel 1.66 -> 0.43 us;
+  in the row interior, one chain a row, in a residue split too (depthwise stride-2
+  input gradients 1.9-2.9x faster; tiny forward kernel 1.66 -> 0.43 us;
   below PARALLEL_WORK it starts no OpenMP region either: render.outlined); for a 3-wide window,
   unit strides along the rows and no dilation, another runs blocks of 8 rows, their taps unrolled
   inside the summed channels, a row's taps sharing their loads with its neighbours' (_window_rows:
@@ -422,6 +423,7 @@ def vector_nodes(rule: KernelRule, tile: Tile, steps: dict) -> tuple:
         return (Branch((VREGS >= 32,), wide, narrow),)
     eight = tile.blocks and tile.blocks[0][1] == 8
     rowed = _row_blocks(rule, tile, sizes, steps)
+    paired = _vector_residue(rule, tile, sizes, _inner_free(rule, tile))   # residue pairs at stride 2 (_blocked)
     if eight and tile.vec_free and tile.vec not in tile.hoisted.free_symbols:
         tile = replace(tile, chunks=2)
     body = _nest_for(rule, tile, sizes, steps)
@@ -438,7 +440,13 @@ def vector_nodes(rule: KernelRule, tile: Tile, steps: dict) -> tuple:
         body = (Branch((sizes[a] >= 16, 16 * per_value <= WIDE_BLOCK_ELEMENTS), wide, body),)
     if rowed is not None:   # no full block: every tile holds one value of the blocked index
         (a, r), = tile.blocks
-        body = (Branch((sizes[a] < r,), rowed, body),)
+        # not where the residue pairs run: two chains a chunk already, and their rows' special copies
+        # (_common_rows: pool3 average backward of 3 planes, C driver, 0.012-0.019 ms; in row blocks 0.024)
+        unpaired = ()
+        if paired is not None:
+            unpaired = (Ne(sizes[paired], 2),)
+            rowed = fold(rowed, frozenset({Eq(sizes[paired], 2)}))   # its copy for that stride cannot run
+        body = (Branch((sizes[a] < r,) + unpaired, rowed, body),)
     return body
 
 
@@ -544,15 +552,22 @@ def _row_blocks(rule, tile, sizes, steps):
     output channel: tiny forward, lenet's input gradient): a tile of one value has one accumulator
     chain per chunk, as long as the sum, and waits for each add.  Here the rows whose taps all fall
     inside the constraints (the row interior) run in blocks of ROW_BLOCK rows, one chain each, the taps
-    over their full boxes; the other rows run the tile of one row.  None when the tile has no such row
-    index (the free index before the vector variable, not blocked, not a window, in no factor and no
-    divisibility condition, its constraints each about it alone after the taps' worst case)."""
-    if not tile.vec_free or len(tile.blocks) != 1 or tile.chunks != 1 or tile.term.divs:
+    over their full boxes; the other rows run the tile of one row.  In a residue split (codegen.split)
+    the row is the quotient before the vector's, the residues looped outside it, and a divisibility on
+    the taps and residues alone stays the taps' guard, the same for every row (depthwise stride-2 input
+    gradients, C driver, float32: 8x64x56 2.21 -> 0.93 ms, 8x128x28 1.39 -> 0.48 ms, 8x256x14 1.39 ->
+    0.74 ms; three planes of average pooling backward at stride 1, 0.067 -> 0.039 ms).  None when the
+    tile has no such row index (the free index before the vector variable, no residue, not blocked, not
+    a window, in no factor and no divisibility condition, its constraints each about it alone -- or a
+    residue -- after the taps' worst case)."""
+    if not tile.vec_free or len(tile.blocks) != 1 or tile.chunks != 1:
         return None
-    before = [v for v in rule.index[:rule.index.index(tile.vec)] if sizes[v] != 1]
+    before = [v for v in rule.index[:rule.index.index(tile.vec)] if sizes[v] != 1 and v not in rule.residues]
     (a, _), = tile.blocks
     u = before[-1] if before else None
     if u is None or u == a or u in _taps(rule, tile.term) or u in tile.hoisted.free_symbols:
+        return None
+    if any(e.free_symbols & {u, tile.vec} for e, _ in tile.term.divs):
         return None
     found = _row_interior(rule, tile.term, u, {v: S.Zero for v in rule.index if sizes[v] == 1})   # unit residues
     if found is None:
@@ -616,9 +631,9 @@ def _rows_in_blocks(u, inside: tuple, size, one_row: tuple, block: tuple, rows: 
 
 def _row_interior(rule, term, u, ones: dict) -> tuple | None:
     """(lo, hi) of the free index u: the rows whose constraints hold for every tap in its box (the taps
-    at their worst case), or None when such a constraint involves another index (after ``ones``, the
-    indices of size 1, are set to 0)."""
-    others = set(rule.index) - {u}
+    at their worst case), or None when such a constraint involves another index than a residue of a split
+    (looped outside the rows) -- after ``ones``, the indices of size 1, are set to 0."""
+    others = set(rule.index) - {u} - set(rule.residues)
     facts = [_worst_case(rule, term, c, set(term.vars)) for c in term.conds if u in c.free_symbols]
     facts = [expand(c.xreplace(ones)) for c in facts + [c for c in rule.index_box if u in c.free_symbols]]
     if any(c.free_symbols & others for c in facts):

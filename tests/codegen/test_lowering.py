@@ -584,6 +584,9 @@ def test_residue_gather_stores_both_residues_of_stride_2_interleaved(dims):
                                                                                              for c in n.conds)
               for c in n.conds}
     gather = fold(gather, frozenset(common)) if common else gather   # the common window's copy: its own test
+    few = {c for n in walk(gather) if isinstance(n, Branch) for c in n.conds if str(c) == 'C < 8'}
+    gather = fold(gather, frozenset(few))   # fewer planes than a block: rows in blocks, residues outside (its test:
+    #                                         test_split_rules_run_one_value_tiles_in_row_blocks)
     stride = Symbol(f'S{dims - 1}', integer=True, positive=True)
     residue = Symbol(f'i{dims - 1}r', integer=True)
     paired = [n for n in walk(gather) if isinstance(n, Branch) and n.conds == (Eq(stride, 2),)]
@@ -737,6 +740,28 @@ def test_row_blocks_of_a_3_wide_window_unroll_their_taps_and_share_their_rows(na
         assert len([n for n in walk(chunk) if isinstance(n, Loop) and str(n.var).startswith('m')]) == dims - 2
         loads = {str(n.value) for n in walk(chunk) if isinstance(n, Declare) and isinstance(n.value, VLoad)}
         assert len(loads) == (UNROLLED_ROWS + 2) * 3
+
+
+@pytest.mark.parametrize('name, blocked, rows, unless', [
+    ('conv2d_input', 'CG', 'i0q_b', None), ('conv3d_input', 'CG', 'i1q_b', None),
+    ('avg_pool2d_backward', 'C', 'i0q_b', 'Ne(S1, 2)')])
+def test_split_rules_run_one_value_tiles_in_row_blocks(name, blocked, rows, unless):
+    """A residue split (stride S >= 2 left a parameter, codegen.split) whose blocked index is shorter than its
+    block (depthwise convolutions: one channel a group) runs its rows in blocks of ROW_BLOCK, the row index the
+    quotient before the vector's residue (the residues are looped outside), one accumulator chain a row --
+    not where the residue pairs of an average pooling's gather run (stride 2 along the vector)."""
+    from codegen.ir import Branch, Loop, walk
+    from codegen.lower_vector import ROW_BLOCK
+    from codegen.spec import rule
+    body = lower(rule(name)).body
+    arms = [n for n in walk(body) if isinstance(n, Branch) and f'{blocked} < 8' in map(str, n.conds)]
+    assert arms and all(({str(c) for c in n.conds} - {f'{blocked} < 8'}) == ({unless} if unless else set())
+                        for n in arms)
+    general = [a for a in arms if any(isinstance(n, Loop) and str(n.var) in ('i0r', 'i1r', 'i2r')
+                                      and 'S' in str(n.upper) for n in walk(a.then))]   # residues 0 .. S - 1
+    assert general, 'no row blocks at a stride left a parameter (only in the copy for stride 1)'
+    assert any(isinstance(n, Loop) and str(n.var) == rows and n.step == ROW_BLOCK for a in general
+               for n in walk(a.then))
 
 
 def test_max_forward_strips_carry_a_window_row_and_read_two_a_row():

@@ -56,3 +56,32 @@ def test_strided_input_gradient_on_wide_rows(backend, dims, width, kernel, strid
     expected = adjoint_input(x.shape, w, g, (stride,) * dims, padding, (dilation,) * dims, groups)
     scale = float(np.sum(np.abs(w)) * np.max(np.abs(g)))   # magnitude of the summed products
     assert_close(got, expected.astype(dtype), scale=scale)
+
+
+ROW_BLOCK_CASES = [
+    # dims, size, kernel, stride, padding, dilation, channels per group, output channels per group
+    (2, (23, 37), 3, 2, 1, 1, 1, 1),    # depthwise, MobileNet's stride-2 layers
+    (2, (30, 20), 3, 2, 1, 2, 1, 2),    # depthwise with a multiplier, dilated
+    (2, (26, 41), 5, 3, 2, 1, 3, 1),
+    (2, (19, 70), 3, 1, 1, 1, 1, 1),    # stride 1: the specialized rule, no residues
+    (3, (17, 9, 21), 3, 2, 1, 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+@pytest.mark.parametrize('dims,size,kernel,stride,padding,dilation,cg,kg', ROW_BLOCK_CASES)
+def test_strided_input_gradient_of_few_channels_in_row_blocks(backend, dims, size, kernel, stride, padding, dilation,
+                                                              cg, kg, dtype):
+    """Fewer input channels per group than a register block (depthwise): the C kernels run the rows of the
+    residue split whose taps all fall inside in blocks of rows, one accumulator chain a row
+    (lower_vector._row_blocks), the other rows one at a time -- tall enough planes for several blocks and
+    a rest, every residue."""
+    groups = 4
+    rng = np.random.default_rng(sum(size) * 7 + stride)
+    x = rng.standard_normal((2, groups * cg) + size).astype(dtype)
+    w = rng.standard_normal((groups * kg, cg) + (kernel,) * dims).astype(dtype)
+    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    g = rng.standard_normal(getattr(backend, f'conv{dims}d')(x, w, **params).shape).astype(dtype)
+    got = getattr(backend, f'conv{dims}d_input')(x.shape, w, g, **params)
+    expected = adjoint_input(x.shape, w, g, (stride,) * dims, padding, (dilation,) * dims, groups)
+    assert_close(got, expected.astype(dtype), scale=float(np.sum(np.abs(w)) * np.max(np.abs(g))))

@@ -349,6 +349,22 @@ def test_avg_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding,
     assert_close(backend.avg_pool2d_backward(g, x, **params), t.grad.numpy())
 
 
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('kernel, stride, padding', [(3, 1, 1), (3, 2, 1), (4, 3, 2), (2, 1, 0)])
+def test_avg_pool_backward_of_few_planes_on_tall_planes_matches_torch(backend, dtype, kernel, stride, padding):
+    """Fewer planes than a register block of 8 on planes of 37 rows: the C gather runs the rows whose
+    windows are all inside in blocks of rows (lower_vector._row_blocks), except at stride 2 along the rows,
+    where both residues' chunks run at once (_residue_pairs)."""
+    rng = np.random.default_rng(kernel * 100 + stride)
+    x = rng.standard_normal((2, 3, 37, 45)).astype(dtype)
+    params = dict(kernel_size=kernel, stride=stride, padding=padding)
+    t = torch.from_numpy(x).requires_grad_()
+    expected = F.avg_pool2d(t, **params)
+    g = rng.standard_normal(tuple(expected.shape)).astype(dtype)
+    expected.backward(torch.from_numpy(g))
+    assert_close(backend.avg_pool2d_backward(g, x, **params), t.grad.numpy())
+
+
 @pytest.mark.sanitize_subset
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('height, width', [(3, 33), (4, 34), (8, 63), (13, 64), (10, 97), (29, 40)])
