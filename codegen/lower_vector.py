@@ -423,7 +423,6 @@ def vector_nodes(rule: KernelRule, tile: Tile, steps: dict) -> tuple:
         return (Branch((VREGS >= 32,), wide, narrow),)
     eight = tile.blocks and tile.blocks[0][1] == 8
     rowed = _row_blocks(rule, tile, sizes, steps)
-    paired = _vector_residue(rule, tile, sizes, _inner_free(rule, tile))   # residue pairs at stride 2 (_blocked)
     if eight and tile.vec_free and tile.vec not in tile.hoisted.free_symbols:
         tile = replace(tile, chunks=2)
     body = _nest_for(rule, tile, sizes, steps)
@@ -438,15 +437,8 @@ def vector_nodes(rule: KernelRule, tile: Tile, steps: dict) -> tuple:
         (a, _), = tile.blocks
         wide = _nest_for(rule, replace(tile, blocks=((a, 16),), chunks=1), sizes, steps)
         body = (Branch((sizes[a] >= 16, 16 * per_value <= WIDE_BLOCK_ELEMENTS), wide, body),)
-    if rowed is not None:   # no full block: every tile holds one value of the blocked index
-        (a, r), = tile.blocks
-        # not where the residue pairs run: two chains a chunk already, and their rows' special copies
-        # (_common_rows: pool3 average backward of 3 planes, C driver, 0.012-0.019 ms; in row blocks 0.024)
-        unpaired = ()
-        if paired is not None:
-            unpaired = (Ne(sizes[paired], 2),)
-            rowed = fold(rowed, frozenset({Eq(sizes[paired], 2)}))   # its copy for that stride cannot run
-        body = (Branch((sizes[a] < r,) + unpaired, rowed, body),)
+    if rowed is not None:
+        body = (Branch(rowed[0], rowed[1], body),)
     return body
 
 
@@ -547,8 +539,8 @@ def _summed_channels(rule, tile):
     return None
 
 
-def _row_blocks(rule, tile, sizes, steps):
-    """The nest for a blocked index shorter than its block, so that every tile holds one value of it (one
+def _row_blocks(rule, tile, sizes, steps) -> tuple | None:
+    """(conditions, nest) for a blocked index shorter than its block, so that every tile holds one value of it (one
     output channel: tiny forward, lenet's input gradient): a tile of one value has one accumulator
     chain per chunk, as long as the sum, and waits for each add.  Here the rows whose taps all fall
     inside the constraints (the row interior) run in blocks of ROW_BLOCK rows, one chain each, the taps
@@ -559,11 +551,13 @@ def _row_blocks(rule, tile, sizes, steps):
     0.74 ms; three planes of average pooling backward at stride 1, 0.067 -> 0.039 ms).  None when the
     tile has no such row index (the free index before the vector variable, no residue, not blocked, not
     a window, in no factor and no divisibility condition, its constraints each about it alone -- or a
-    residue -- after the taps' worst case)."""
+    residue -- after the taps' worst case).  Not where an average gather's residue pairs run (_blocked:
+    two chains a chunk already, and their rows' copies -- _common_rows: pool3 average backward of 3 planes,
+    C driver, 0.012-0.019 ms; in row blocks 0.024)."""
     if not tile.vec_free or len(tile.blocks) != 1 or tile.chunks != 1:
         return None
     before = [v for v in rule.index[:rule.index.index(tile.vec)] if sizes[v] != 1 and v not in rule.residues]
-    (a, _), = tile.blocks
+    (a, r), = tile.blocks
     u = before[-1] if before else None
     if u is None or u == a or u in _taps(rule, tile.term) or u in tile.hoisted.free_symbols:
         return None
@@ -589,7 +583,11 @@ def _row_blocks(rule, tile, sizes, steps):
         values, taps = found
         window = nest(replace(single, rows=u, taps_inside=True))
         body = _copy_for(values, window, body, _contiguous(window), lambda code: unrolled(code, *taps))
-    return _stride_versions(body)
+    body, when = _stride_versions(body), (sizes[a] < r,)   # no full block
+    paired = _vector_residue(rule, tile, sizes, _inner_free(rule, tile))
+    if paired is None:
+        return when, body
+    return when + (Ne(sizes[paired], 2),), fold(body, frozenset({Eq(sizes[paired], 2)}))   # (a copy that cannot run)
 
 
 def _row_count(tile) -> int:
