@@ -12,8 +12,9 @@ from sympy import Symbol
 
 from derive import layer, pool
 
+from .lower import kernel_params
 from .lower_numpy import lower_numpy
-from .printers import NumpyPrinter
+from .printers import NumpyPrinter, identifier
 from .render import C_FILES, MARK, c_files, c_kernel_view, c_sources, environment, header, template_header
 from .spec import kernel_rules
 
@@ -115,7 +116,7 @@ def binding_file(rules) -> str:
     for r in rules:
         k32, k64 = c_kernel_view(r, 'float32'), c_kernel_view(r, 'float64')
         kernel = lower_numpy(r)
-        sizes = [_size(p) for p in kernel.params]
+        sizes = [_size(identifier(p.name)) for p in kernel_params(r)]   # the C kernel's (its variants' too)
         packed = not r.real_params   # a real parameter among the sizes: the kernel itself, every argument converted
         view = dict(name=r.name, fresh=r.fresh, signature=', '.join(kernel.arrays), first=kernel.arrays[0],
                     rest=', '.join(kernel.arrays[1:]),

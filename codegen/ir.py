@@ -88,6 +88,17 @@ class VKeep(Function):
     they held, a NaN too)."""
 
 
+class VSelectors(Function):
+    """The int64 elements ``flat + stride j`` of ``array`` on the lanes j of ``mask`` as int32 lanes (a vector
+    of positions, 'vpos'), saturated: one outside [0, 2^31) becomes -1, as do the other lanes (their memory
+    not read).  Max-pool selectors, converted once per chunk of windows (lower_vector._found_chunks)."""
+
+
+class VMatch(Function):
+    """The lanes j of ``mask`` where the selectors (VSelectors) equal ``pos + step j``, as the bits of an
+    integer: the windows whose selector names one tap of theirs."""
+
+
 class VTaps(Function):
     """Lane j: element ``offset + stride * j`` of the concatenation of three vectors (a window tap taken
     from a row's registers; offset + stride * (LANES - 1) < 3 LANES)."""

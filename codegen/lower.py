@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import cache
 
-from sympy import (Add, Eq, Expr, Function, Indexed, KroneckerDelta, Mod, Mul, S, Symbol, default_sort_key, expand, oo,
-                   together)
+from sympy import (Add, Eq, Expr, Function, Indexed, KroneckerDelta, Mod, Mul, Ne, S, Symbol, default_sort_key, expand,
+                   oo, together)
 
 from derive.zsum import multiple_of, canon, implied, normalize
 
@@ -56,7 +56,10 @@ def lower(rule: KernelRule) -> Kernel:
     else:
         body = _gather_nodes(residue_split(rule), steps)
     for when, variant in rule.variants:
-        body = (Branch((when,), _gather_nodes(residue_split(variant), steps), body),)
+        if scatter_targets(variant):
+            body = _checked_first(when, variant, body, steps)
+        else:
+            body = (Branch((when,), _gather_nodes(residue_split(variant), steps), body),)
     decls = tuple(Declare(str(sym), 'index', value) for sym, value in sorted(steps.items(), key=str))
     body = hoist_invariants(body)
     body = substitute(body, {WORK: sum((Mul(*t.shape) for t in rule.outputs + rule.inputs), S.Zero)})
@@ -102,11 +105,11 @@ def scatter_targets(rule: KernelRule) -> tuple:
     indices to array data (max pooling's selector, derive.pool.max_pool_scatter) or to the summation
     variables (a window's taps, derive.pool.avg_pool_scatter): the kernel then visits the summation
     points once each and writes where they point, instead of searching the sum for every output
-    element.  Empty otherwise."""
+    element.  Empty otherwise.  (A delta between array data and the summation variables alone is part of
+    the value: selector_picks.)"""
     if len(rule.terms) != 1:
         return ()
-    deltas = [d for d in Mul.make_args(rule.terms[0][0].body) if isinstance(d, KroneckerDelta)]
-    targets = [d.args if d.args[0] in rule.index else d.args[::-1] for d in deltas]
+    targets = [d.args if d.args[0] in rule.index else d.args[::-1] for d in _target_deltas(rule, rule.terms[0][0])]
     index = list(rule.index)
     trailing = set(index[len(index) - len(targets):])
     if not targets or {v for v, _ in targets} != trailing or any(w.free_symbols & trailing for _, w in targets):
@@ -114,7 +117,34 @@ def scatter_targets(rule: KernelRule) -> tuple:
     return tuple(sorted(targets, key=lambda t: index.index(t[0])))
 
 
-INVALID, SHARE = 'invalid', 'share'
+def _target_deltas(rule: KernelRule, term) -> list:
+    """The Kronecker deltas of the term that tie a free index of the rule to something."""
+    return [d for d in Mul.make_args(term.body) if isinstance(d, KroneckerDelta) and set(d.args) & set(rule.index)]
+
+
+INVALID, SHARE, MISSING = 'invalid', 'share', 'missing'
+
+
+def selector_picks(value: Expr) -> list:
+    """The Kronecker deltas of a scattered value between array data and the summation variables: a max-pool
+    selector compared with a window's taps (derive.pool.max_pool_tiling).  The value is its other factors
+    where they hold and 0 elsewhere; no write depends on them."""
+    return [d for d in Mul.make_args(value) if isinstance(d, KroneckerDelta) and d.atoms(Indexed)]
+
+
+def _checked_first(when, variant: KernelRule, body: tuple, steps: dict) -> tuple:
+    """Where ``when`` holds, the vector form of ``variant``, a scatter with selector compares that reports in
+    MISSING a window its selector does not name a tap of (pool.max-tiling), then ``body`` again where one did
+    (a given index outside its window: the selector scatter honours it); ``body`` elsewhere, and in the
+    scalar build.  The body's flags are declared once, before its copies."""
+    try:
+        fast, _ = _scatter_nodes(variant, steps)
+    except LoweringError:
+        return body
+    head = tuple(n for n in body[:1] if isinstance(n, Declare))
+    rest = body[len(head):]
+    checked = (Declare(MISSING, 'index', S.Zero), *fast, Guard((Ne(Symbol(MISSING), 0),), rest))
+    return head + (IfDef('BP_VECTOR', (Branch((when,), checked, rest),), rest),)
 
 
 def _scatter_nodes(rule: KernelRule, steps: dict) -> tuple[tuple, tuple]:
@@ -145,14 +175,18 @@ def _scatter_nodes(rule: KernelRule, steps: dict) -> tuple[tuple, tuple]:
         names.append(f'{data} lies outside [0, {{{len(extents)}}})')   # a field: the message shows the size
         extents.append(extent)
         at.append(name)
-    value = term.body / Mul(*[f for f in Mul.make_args(term.body) if isinstance(f, KroneckerDelta)])
+    value = term.body / Mul(*_target_deltas(rule, term))
+    picks = selector_picks(value)
     add = (Assign(access(first, at), Symbol(SHARE), '+='),)
     leaf = tuple(leaf) + ((Branch(tuple(checks), add, (Assign(Symbol(INVALID), S.One),)),) if checks else add)
     zero = _box_loops([v for v, _ in targets], [first.shape[rule.index.index(v)] for v, _ in targets],
                       (Assign(access(first, rule.index), S.Zero),))
     # the value once per point of the variables it depends on (a window), the targets inside (its taps)
-    per = [v for v in term.vars if v in value.free_symbols]
+    per = [v for v in term.vars if v in (value / Mul(*picks)).free_symbols]
     taps = [v for v in term.vars if v not in per]
+    if picks:   # compared with the taps (pool.max-tiling): only a vector form, which reports MISSING
+        from .lower_vector import scatter_vector_nodes
+        return scatter_vector_nodes(rule, term, value, outer, per, taps, zero, ()), ()
     inner = [c for c in term.conds if c.free_symbols & set(taps)]
     if any(e.free_symbols & set(taps) for e, _ in term.divs):
         raise LoweringError(f'{rule.name}: a divisibility on the taps of a scatter')

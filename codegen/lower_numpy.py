@@ -17,7 +17,7 @@ batch or channels; the only Python loops run over kernel taps).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from sympy import Expr, Indexed, KroneckerDelta, Mul, S, Symbol, default_sort_key, expand, Max
@@ -49,7 +49,7 @@ class NumpyKernel:
 
 @cache
 def lower_numpy(rule: KernelRule) -> NumpyKernel:
-    params = kernel_params(rule)
+    params = kernel_params(replace(rule, variants=()))   # (the C kernels' run-time variants: not run here)
     for term, _ in rule.terms:
         check_accesses(rule, expand_definitions(rule, term))
     body_printer = NumpyPrinter({'scalars': frozenset(p.name for p in params)})

@@ -144,6 +144,13 @@ class CPrinter(IndexPrinting, C99CodePrinter):
     def _print_VKeep(self, expr):
         return f'bp_vkeep_{self.suffix}({self._print(expr.args[0])}, {self._print(expr.args[1])})'
 
+    def _print_VSelectors(self, expr):
+        array, flat, stride, mask = (self._print(a) for a in expr.args)
+        return f'bp_vselectors_{self.suffix}({array} + ({flat}), {stride}, {mask})'
+
+    def _print_VMatch(self, expr):
+        return f'bp_vmatch_{self.suffix}({", ".join(self._print(a) for a in expr.args)})'
+
     def _print_VTaps(self, expr):
         return f'bp_vtaps_{self.suffix}({", ".join(self._print(a) for a in expr.args)})'
 

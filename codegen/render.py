@@ -209,6 +209,22 @@ def outlined(nodes: list, symbol: str, parts: list, scope: dict, macros: tuple =
     return out
 
 
+def _read_without(printed, macro: str) -> set:
+    """The identifiers of printed nodes compiled when ``macro`` is not defined (the other arm of its #ifdef)."""
+    names = set()
+    for n in printed:
+        if n['kind'] == 'ifdef' and n['cond'] == macro:
+            names |= _read_without(n['otherwise'], macro)
+        elif n['kind'] in ('branch', 'ifdef'):
+            names |= _identifiers({k: v for k, v in n.items() if k not in ('then', 'otherwise')})
+            names |= _read_without(n['then'], macro) | _read_without(n['otherwise'], macro)
+        elif n['kind'] in ('loop', 'guard'):
+            names |= _identifiers({k: v for k, v in n.items() if k != 'body'}) | _read_without(n['body'], macro)
+        else:
+            names |= _identifiers(n)
+    return names
+
+
 @cache
 def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
     kernel = lower(rule)
@@ -223,11 +239,13 @@ def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
     symbol, parts, parameters = c_symbol(rule.name, dtype), [], c_parameters(kernel, rule, dtype)
     body = outlined(printed_nodes(kernel.body, printer, real), symbol, parts, parameters)
     sizes = [p.name for p in kernel.params if p not in rule.real_params]
+    read = _identifiers(checks) | _read_without(body, 'BP_VECTOR')
     stack = printed_nodes(stack_nodes(kernel.body), printer, real)
     workspace = dict(symbol=f'{symbol}_workspace', body=stack, sizes=sizes,
                      signature=', '.join(parameters[identifier(s)] for s in sizes) or 'void',
                      unused=[identifier(s) for s in sizes if identifier(s) not in _identifiers(checks)])
     return dict(symbol=symbol, real=real, signature=', '.join(parameters.values()), parameters=parameters,
+                unused=[name for name in parameters if name not in read],
                 parts=parts, workspace=workspace, checks=checks, check_text='; '.join(checks),
                 failures=[(flag, code) for flag, code, _, _ in codes], failure_text=failure_text,
                 failure_messages={code: (what, sizes) for _, code, what, sizes in codes}, body=body,

@@ -98,14 +98,24 @@ def _conv_backward(lay: Layer, grad, role: str, dims: int, window) -> KernelRule
 
 
 def _max_pool_backward(lay: Layer, grad, dims: int, window) -> KernelRule:
-    """The scatter form: grad_input seen as (N, C, plane), one visit per window (claim pool.max-scatter)."""
+    """The scatter form: grad_input seen as (N, C, plane), one visit per window (claim pool.max-scatter); where
+    the windows tile the input, the form per window and tap, each input stored once where its window's
+    selector names it, the scatter run instead when a selector names none of its window's taps
+    (pool.max-tiling)."""
     index, term = pool.max_pool_scatter(dims)
     plane = tuple(grad.wrt.shape[:2]) + (Mul(*grad.wrt.shape[2:]),)
     out = TensorArg('grad_input', IndexedBase('grad_input'), plane)
     inputs = (_arg(lay.selector, index_array=True), _arg(grad.upstream))
+    when, tiled = pool.max_pool_tiling(dims)
+    tiling = KernelRule(f'max_pool{dims}d_backward', 'max_pool', 'backward', dims,
+                        (TensorArg('grad_input', IndexedBase('grad_input'), tuple(grad.wrt.shape)),), inputs,
+                        grad.index, ((tiled, ''),), 'sum', lay.hyps, window,
+                        source=f'derive: chain rule of {lay.name} w.r.t. input per window and tap, where the windows '
+                               f'tile the input (pool.max-tiling)')
     return KernelRule(f'max_pool{dims}d_backward', 'max_pool', 'backward', dims, (out,), inputs, index,
                       ((term, ''),), 'sum', lay.hyps, window,
-                      source=f'derive: chain rule of {lay.name} w.r.t. input, scatter form (pool.max-scatter)')
+                      source=f'derive: chain rule of {lay.name} w.r.t. input, scatter form (pool.max-scatter)',
+                      variants=((when, tiling),))
 
 
 def _avg_pool_backward(lay: Layer, grad, dims: int, window) -> KernelRule:

@@ -30,6 +30,7 @@ kernels run as a gather.
 """
 from __future__ import annotations
 
+import math
 from functools import cache
 from itertools import product
 
@@ -215,6 +216,31 @@ def avg_tiling(dims: int):
     pos, _, _ = _window(s, dilated=False)
     return And(*[c for p, o, O, m, K, H in zip(pos, s['o'], s['O'], s['m'], s['K'], s['H'])
                  for c in exact_cover(p, o, (0, O - 1), m, (0, K - 1), H)])
+
+
+@cache
+def max_pool_tiling(dims: int) -> tuple:
+    """(when, scatter form) of the max-pool input gradient where the windows tile the input: the chain
+    rule with the batch and channel deltas eliminated, and no other, at dilation 1,
+
+        dx[n', c', i] = sum_{o, m} g[n', c', o] [argmax[n', c', o] = flat(S o + m - P)] [i = S o + m - P],
+
+    and ``when`` = dilation 1 and zsum.exact_cover on every axis (kernel = stride, no padding, input =
+    stride x output).  Each input position is then the tap of one window: a kernel stores, per window and
+    tap, the window's gradient where its selector names that tap and 0 elsewhere -- no zeroing, no adds --
+    and a window none of whose taps its selector names (a given index outside its window, which
+    PyTorch's scatter still honours) is detected, by the same compares, so that the kernel falls back to
+    the selector scatter of :func:`max_pool_scatter`.  Claim pool.max-tiling."""
+    s = pool_symbols(dims)
+    grad = pool_gradients(dims)['max']
+    d = scatter_form(max_pool_layer(dims), 'input', grad.index, (s['n'], s['c']))
+    unit = {D: 1 for D in s['D']}
+    z = d.result
+    term = ZSum.make(z.vars, z.body.xreplace(unit), [c.xreplace(unit) for c in z.conds], z.divs)
+    pos, _, _ = _window(s, dilated=False)
+    cover = [c for p, o, O, m, K, H in zip(pos, s['o'], s['O'], s['m'], s['K'], s['H'])
+             for c in exact_cover(p, o, (0, O - 1), m, (0, K - 1), H)]
+    return And(*[Eq(D, 1) for D in s['D']], *cover), term
 
 
 def _uniform_facts(dims: int, padded: bool) -> list:
@@ -439,6 +465,94 @@ def _avg_tiling() -> Verdict:
     return Verdict(grid(f'1-d (the axes are independent): H 1..12, K 1..4, S 1..4, 0 <= P <= K/2, floor-mode '
                         f'output size ({checked} geometries; every tap of every window counted)'), True,
                    tuple(Identity(f'condition {k + 1}', c, c, 'zsum.exact_cover') for k, c in enumerate(conds)))
+
+
+def check_max_tiling(dims: int, sizes: list, limit: int = 64) -> tuple[int, str]:
+    """(selector arrays checked, first difference or ''): at tiling sizes, for selector arrays naming any
+    position of the plane (every one, or ``limit`` at random, most naming a tap of their window), a window's
+    selector names one of its taps in the tiling scatter form exactly when it names a position of its
+    window, and where every window's does, that form equals the selector scatter of
+    :func:`max_pool_scatter` at every input position."""
+    import random
+    rng = random.Random(1)
+    s = pool_symbols(dims)
+    when, term = max_pool_tiling(dims)
+    grad = pool_gradients(dims)['max']
+    (n, c, e), scatter = max_pool_scatter(dims)
+    argmax = max_pool_layer(dims).selector.base
+    selector, = [f for f in Mul.make_args(term.body) if isinstance(f, KroneckerDelta) and f.has(argmax)]
+    checked = 0
+    for values in sizes:
+        values = {s['N']: 1, s['C']: 1, **values}
+        if not when.xreplace(values):
+            return checked, f'{values} is not a tiling geometry'
+        H = [values[h] for h in s['H']]
+        plane = math.prod(H)
+        windows = list(product(*(range(values[O]) for O in s['O'])))
+        at = {**values, n: 0, c: 0}
+        inputs = [(evaluate(term, {**at, **dict(zip(grad.index[2:], i))}), evaluate(scatter, {**at, e: flat(i, H)}))
+                  for i in product(*(range(h) for h in H))]
+        # the form's own selector delta, summed over the taps: the count of taps a window's selector names
+        found = {o: evaluate(ZSum.make(s['m'], selector, term.conds), {**at, **dict(zip(s['o'], o))})
+                 for o in windows}
+        taps = {o: [flat([values[S] * oo + mm for S, oo, mm in zip(s['S'], o, m)], H)
+                    for m in product(*(range(values[K]) for K in s['K']))] for o in windows}
+        choices = (product(range(plane), repeat=len(windows)) if plane ** len(windows) <= limit else
+                   (tuple(rng.choice(taps[o]) if rng.random() < 0.9 else rng.randrange(plane) for o in windows)
+                    for _ in range(limit)))   # (mostly valid: a tenth of the windows' selectors anywhere)
+        for choice in choices:
+            table = {argmax[(0, 0) + o]: v for o, v in zip(windows, choice)}
+            valid = True
+            for o, v in zip(windows, choice):
+                hit = found[o].xreplace(table)
+                if hit != (v in taps[o]):
+                    return checked, f'window {o} of {values}, selector {v}: found {hit}'
+                valid = valid and v in taps[o]
+            if valid and any(tiled.xreplace(table) != scattered.xreplace(table) for tiled, scattered in inputs):
+                return checked, f'differs at {values}, selectors {choice}'
+            checked += 1
+    return checked, ''
+
+
+@claim('pool.max-tiling', SLIDE, 'where the windows of a max pooling tile its input (dilation 1, kernel = stride, no '
+       'padding, input = stride x output), the chain rule summed per window and tap stores each window\'s '
+       'gradient at the tap its selector names and 0 at its other taps, every input position written once; a '
+       'window none of whose taps its selector names is one whose index lies outside it, and where there is '
+       'none, this form equals the selector scatter (the kernels store, no zeroing, no adds, and fall back to '
+       'the scatter when a window is not found)')
+def _max_tiling() -> Verdict:
+    proofs = []
+    for dims in (1, 2, 3):
+        when, term = max_pool_tiling(dims)
+        grad = pool_gradients(dims)['max']
+        unit = {D: 1 for D in pool_symbols(dims)['D']}
+        hyps = [h.xreplace(unit) for h in list(max_pool_layer(dims).hyps) + grad.wrt.box(grad.index)]
+        start = Derivation.given(f'max_pool{dims}d input gradient per window and tap, dilation 1', term,
+                                 'the chain rule, batch and channel deltas eliminated (rules.scatter_form)')
+        gathered = to_gather(start, max_pool_layer(dims).index, hyps)
+        stated = Derivation.given(f'max_pool{dims}d gather form at dilation 1', ZSum.make(
+            grad.value.vars, grad.value.body.xreplace(unit), [c.xreplace(unit) for c in grad.value.conds],
+            [(a.xreplace(unit), b.xreplace(unit)) for a, b in grad.value.divs]), 'pool.max*d.backward')
+        proofs.append(prove_equal(f'max_pool{dims}d: the tiling scatter form, its window deltas eliminated, is the '
+                                  f'gather form', gathered, stated, hyps))
+    one = [tiling_sizes(1, [(S * O, S, S, O)]) for S in (1, 2, 3) for O in (1, 2, 3)]
+    two = [tiling_sizes(2, [(4, 2, 2, 2), (3, 1, 1, 3)]), tiling_sizes(2, [(2, 2, 2, 1), (4, 2, 2, 2)])]
+    (n1, why1), (n2, why2) = check_max_tiling(1, one, limit=10**4), check_max_tiling(2, two, limit=200)
+    why = why1 or why2
+    return Verdict(grid(f'the form proved equal to the gather form for all sizes (1-3 d); the selector check on '
+                        f'1-d tilings K = S 1..3, O 1..3 ({n1} selector arrays: every position of the plane for '
+                        f'every window) and 2-d 4x3 (K 2x1) and 2x4 (K 2x2) ({n2} arrays, 200 at random: each selector '
+                        f'a tap of its window, or with probability 0.1 any position)'),
+                   not why and all(p.holds for p in proofs), tuple(proofs) + ((Note(why),) if why else ()))
+
+
+def tiling_sizes(dims: int, axes: list) -> dict:
+    """Sizes {H, K, S, D = 1, P = 0, O} of a tiling geometry from (H, K, S, O) per axis."""
+    s = pool_symbols(dims)
+    values = {}
+    for d, (H, K, St, O) in enumerate(axes):
+        values.update({s['H'][d]: H, s['K'][d]: K, s['S'][d]: St, s['D'][d]: 1, s['P'][d]: 0, s['O'][d]: O})
+    return values
 
 
 @claim('pool.avg-rows', SLIDE, 'the window sum of an average pooling is, on every axis, the sum over that axis\'s '

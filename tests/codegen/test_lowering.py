@@ -570,6 +570,35 @@ def test_tiling_average_backward_stores_the_two_taps_of_stride_2_interleaved(dim
 
 
 @pytest.mark.parametrize('dims', [1, 2, 3])
+def test_tiling_max_backward_stores_per_tap_and_falls_back_to_the_scatter(dims):
+    """Where the windows tile the input (pool.max-tiling), the max backward's vector path converts each chunk's
+    selectors once (VSelectors), stores per tap the gradient where they name it (VMatch, VKeep: no adds, no
+    zeroing), at stride 2 both taps of a row at once, and reports in MISSING a window that matched no tap;
+    then the selector scatter runs, the one that runs elsewhere and in the scalar build.  Its flag is declared
+    once, before the copies."""
+    from codegen.ir import Assign, Declare, Guard, IfDef, VAdd, VKeep, VMatch, VSelectors, VStorePair, walk
+    from codegen.lower import INVALID, MISSING
+    from codegen.spec import rule
+    mx = rule(f'max_pool{dims}d_backward')
+    (when, _), = mx.variants
+    kernel = lower(mx)
+    assert isinstance(kernel.body[0], Declare) and kernel.body[0].name == INVALID
+    ifdef, = [n for n in kernel.body if isinstance(n, IfDef)]
+    branch, = ifdef.then
+    assert branch.conds == (when,) and branch.otherwise == ifdef.otherwise
+    fallback = branch.then[-1]
+    assert isinstance(fallback, Guard) and fallback.body == ifdef.otherwise and MISSING in str(fallback.conds[0])
+    checked = branch.then[:-1]
+    values = [n.value for n in walk(checked) if isinstance(n, Declare)]
+    assert any(isinstance(v, VSelectors) for v in values) and any(isinstance(v, VMatch) for v in values)
+    assert [n for n in walk(checked) if isinstance(n, Assign) and str(n.target) == MISSING]
+    assert not [n for n in walk(checked) if isinstance(n, VAdd)]
+    assert not [n for n in walk(checked) if isinstance(n, Assign) and n.value == 0 and 'grad_input' in str(n.target)]
+    pairs = [n for n in walk(checked) if isinstance(n, VStorePair)]
+    assert pairs and all(isinstance(n.first, VKeep) and n.first != n.second for n in pairs)
+
+
+@pytest.mark.parametrize('dims', [1, 2, 3])
 def test_residue_gather_stores_both_residues_of_stride_2_interleaved(dims):
     """The gather per residue (codegen.split) at stride 2 along the vector: under S == 2 the rows of both
     residues run at once, each chunk storing residue 0's values at the even and residue 1's at the odd

@@ -1,10 +1,11 @@
 """The SIMD helpers of the generated C (loads, stores and adds, masked and strided; two vectors stored interleaved;
-lane clearing), lane by lane against their definition, for every mask of lanes and the strides 1, 2 (AVX-512's
-permutes and masked moves) and 3 (the lane loop), on every path this CPU runs: the baseline target's 16-byte GCC
-vectors, AVX2's 32-byte ones and the machine's own (-march=native).  A masked access must leave every other
-element alone: the harness checks a whole buffer around it.  Built again under AddressSanitizer and UBSan, it
-checks that no access reads or writes past its lanes' elements (the kernel tests' sanitizer run builds without
--march=native, so it never runs the AVX2 and AVX-512 helpers)."""
+lane clearing; max-pool selectors converted and compared with a tap), lane by lane against their definition, for
+every mask of lanes and the strides 1, 2 (AVX-512's permutes and masked moves) and 3 (the lane loop), on every
+path this CPU runs: the baseline target's 16-byte GCC vectors, AVX2's 32-byte ones and the machine's own
+(-march=native). A masked access must leave every other element alone: the harness checks a whole buffer around
+it. Built again under AddressSanitizer and UBSan, it checks that no access reads or writes past its lanes'
+elements (the kernel tests' sanitizer run builds without -march=native, so it never runs the AVX2 and AVX-512
+helpers)."""
 import re
 import subprocess
 from pathlib import Path
@@ -59,6 +60,24 @@ static int check_{{ x }}(void)
         for (int l = 0; l < BP_LANES_{{ x | upper }}; ++l) ref[1 + l * s] = v[l];
         for (int i = 0; i < 64; ++i) CHECK(dst[i] == ref[i]);
     }
+    {   /* max-pool selectors: the mask's int64 elements as int32 lanes, saturated to -1 outside [0, 2^31) (some
+           would truncate to a position), -1 in the other lanes; then the lanes of a mask equal to a tap's positions */
+        int64_t positions[64];
+        for (int i = 0; i < 64; ++i) positions[i] = i % 5 != 4 ? 2 * i : i % 2 ? -3 : ((int64_t)1 << 32) + 2 * i;
+        for (int s = 1; s <= 3; s += 2) for (int mask = 0; mask < (1 << BP_LANES_{{ x | upper }}); ++mask) {
+            const bp_v{{ x }}p selectors = bp_vselectors_{{ x }}(positions + 1, s, mask);
+            for (int l = 0; l < BP_LANES_{{ x | upper }}; ++l) {
+                const int64_t p = positions[1 + l * s];
+                CHECK(selectors[l] == ((mask >> l & 1) && p >= 0 && p <= 0x7FFFFFFF ? p : -1));
+            }
+            for (int step = 1; step <= 6; ++step) for (int64_t at = -2; at <= 8; ++at) {
+                const int64_t hit = bp_vmatch_{{ x }}(selectors, at, step, mask);
+                CHECK(hit >> BP_LANES_{{ x | upper }} == 0);
+                for (int l = 0; l < BP_LANES_{{ x | upper }}; ++l)
+                    CHECK((hit >> l & 1) == ((mask >> l & 1) && selectors[l] == at + l * step));
+            }
+        }
+    }
     {   /* a pair: a to the even, b to the odd elements, nothing else */
         const int mask = -1, s = 2;
         const bp_v{{ x }} a = bp_vload_{{ x }}(src, 1), b = bp_vload_{{ x }}(src + 20, 1);
@@ -85,6 +104,14 @@ static int bounds_{{ x }}(void)
             bp_vstore_masked_{{ x }}(block, s, mask, v);
             if (last == BP_LANES_{{ x | upper }} - 1) bp_vstore_{{ x }}(block, s, bp_vload_{{ x }}(block, s));
         }
+        free(block);
+    }
+    for (int s = 1; s <= 3; s += 2) for (int mask = 1; mask < (1 << BP_LANES_{{ x | upper }}); mask += 2) {
+        const int last = 31 - __builtin_clz(mask), n = last * s + 1;   /* selectors: from lane 0, as the kernels */
+        int64_t *block = malloc(n * sizeof *block);
+        for (int i = 0; i < n; ++i) block[i] = i;
+        const bp_v{{ x }}p selectors = bp_vselectors_{{ x }}(block, s, mask);
+        for (int l = 0; l <= last; ++l) CHECK(selectors[l] == ((mask >> l & 1) ? block[l * s] : -1));
         free(block);
     }
     {{ real }} *pair = malloc(2 * BP_LANES_{{ x | upper }} * sizeof *pair);   /* a pair fills its 2 LANES exactly */

@@ -3,7 +3,7 @@ import itertools
 from dataclasses import replace
 
 import pytest
-from sympy import IndexedBase, KroneckerDelta, Lambda, Rational, Symbol, expand
+from sympy import Indexed, IndexedBase, KroneckerDelta, Lambda, Rational, Symbol, expand
 
 from derive import pool
 from derive.claims import all_claims
@@ -124,6 +124,23 @@ def test_scatter_check_catches_a_wrong_scatter_form(monkeypatch):
     monkeypatch.setattr(pool, 'max_pool_scatter', lambda dims: ((n, c, e), shifted))
     checked, why = pool.check_max_scatter(1, [_geometry_1d(4, 2, 2, 0, 1, 2)])
     assert why.startswith('differs')
+
+
+def test_tiling_check_catches_a_form_whose_selector_names_the_next_tap(monkeypatch):
+    """pool.max-tiling is not vacuous: compare the selector with the position after the tap and the check
+    reports a window whose selector it finds where it is not (or misses where it is)."""
+    when, term = pool.max_pool_tiling(1)
+    argmax = pool.max_pool_layer(1).selector.base
+    selector, = [a for a in term.body.atoms(Indexed) if a.base == argmax]
+    shifted = type(term)(term.vars, term.body.xreplace({selector: selector + 1}), term.conds, term.divs)
+    monkeypatch.setattr(pool, 'max_pool_tiling', lambda dims: (when, shifted))
+    checked, why = pool.check_max_tiling(1, [pool.tiling_sizes(1, [(4, 2, 2, 2)])])
+    assert why.startswith('window')
+
+
+def test_tiling_check_compares_every_selector_array_of_a_small_tiling():
+    checked, why = pool.check_max_tiling(1, [pool.tiling_sizes(1, [(6, 3, 3, 2)])], limit=10**6)
+    assert not why and checked == 6 ** 2     # two windows, each selector anywhere in the plane of 6
 
 
 def test_scatter_check_covers_every_valid_selector_of_a_small_geometry():

@@ -411,6 +411,53 @@ def test_avg_pool_backward_of_tiling_windows_matches_torch(backend, dtype, size,
     assert_close(got, t.grad.numpy())
 
 
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('size, kernel', [
+    ((2, 3, 10, 32), 2), ((2, 4, 8, 56), 2), ((1, 2, 9, 105), 3), ((2, 2, 4, 10), 2), ((1, 2, 5, 5), 1),
+    ((2, 3, 48), 4), ((2, 3, 22), 2), ((1, 2, 4, 6, 40), 2), ((1, 2, 2, 4, 14), 2), ((1, 3, 6, 36), 3)])
+def test_max_pool_backward_of_tiling_windows_matches_torch(backend, dtype, size, kernel):
+    """Windows that tile the input (kernel = stride, no padding, no remainder): the C backward stores, per tap,
+    the gradient where the selectors name the tap and 0 elsewhere (pool.max-tiling), no zeroing, no adds; at
+    stride 2 both taps of a row in one interleaved store.  Rows of whole vectors, of a partial one (its last
+    chunk rewriting lanes), narrower than a vector; strides 1-4; 1-3 d; inputs with ties, NaN and -inf; gradients
+    with infinities, NaN and -0.0, which must reach the selected position only (no 0 * inf)."""
+    rng = np.random.default_rng(sum(size) + 7 * kernel)
+    x = pool_values(rng, size, dtype)
+    t = torch.from_numpy(x).requires_grad_()
+    expected = getattr(F, f'max_pool{len(size) - 2}d')(t, kernel, kernel)
+    g = rng.standard_normal(tuple(expected.shape)).astype(dtype)
+    g.reshape(-1)[rng.choice(g.size, size=min(g.size, 6), replace=False)] = [np.inf, -np.inf, np.nan, -0.0, 0.0, 1e30][
+        :min(g.size, 6)]
+    expected.backward(torch.from_numpy(g))
+    got = getattr(backend, f'max_pool{len(size) - 2}d_backward')(g, x, kernel, kernel)
+    assert_close(got, t.grad.numpy())
+
+
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dims', [1, 2, 3])
+def test_max_pool_backward_of_tiling_windows_honours_indices_outside_their_windows(backend, dims):
+    """Given indices that name positions outside their windows (inside the plane): where the windows tile the
+    input, the C backward's stores per tap find such a window unmatched and run the selector scatter instead,
+    which adds its gradient there, as aten does; an index outside the plane is refused, naming indices."""
+    rng = np.random.default_rng(40 + dims)
+    shape = (2, 3) + (4,) * (dims - 1) + (36,)
+    x = rng.standard_normal(shape)
+    _, idx = getattr(backend, f'max_pool{dims}d')(x, 2, 2, return_indices=True)
+    g = rng.standard_normal(idx.shape)
+    plane = int(np.prod(shape[2:]))
+    moved = idx.copy()
+    flat = moved.reshape(-1)
+    flat[::7] = (flat[::7] + 5) % plane       # some windows per plane, in and out of the vector chunks
+    expected = aten_max_pool_backward(g, x, moved, 2, 2, 0, 1)
+    got = getattr(backend, f'max_pool{dims}d_backward')(g, x, 2, 2, indices=moved)
+    assert_close(got, expected)
+    assert not np.allclose(got, getattr(backend, f'max_pool{dims}d_backward')(g, x, 2, 2, indices=idx))
+    flat[3] = plane
+    with pytest.raises(ValueError, match='indices'):
+        getattr(backend, f'max_pool{dims}d_backward')(g, x, 2, 2, indices=moved)
+
+
 def one_divisor(size, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override) -> bool:
     """Whether the C backward runs the gather form with one divisor (derive.pool.uniform_divisor, and not
     the tiling windows' store: codegen.spec) for these sizes."""
