@@ -211,7 +211,8 @@ def uniform_divisor(dims: int) -> tuple:
 @cache
 def avg_tiling(dims: int):
     """Where the windows of an average pooling tile its input exactly on every axis (zsum.exact_cover:
-    kernel = stride, no padding, input = stride x output; claim pool.avg-tiling)."""
+    kernel = stride, no padding, input = stride x output; claim pool.avg-tiling); a max pooling's too, at
+    dilation 1 (max_pool_tiling)."""
     s = pool_symbols(dims)
     pos, _, _ = _window(s, dilated=False)
     return And(*[c for p, o, O, m, K, H in zip(pos, s['o'], s['O'], s['m'], s['K'], s['H'])
@@ -234,13 +235,14 @@ def max_pool_tiling(dims: int) -> tuple:
     s = pool_symbols(dims)
     grad = pool_gradients(dims)['max']
     d = scatter_form(max_pool_layer(dims), 'input', grad.index, (s['n'], s['c']))
-    unit = {D: 1 for D in s['D']}
-    z = d.result
-    term = ZSum.make(z.vars, z.body.xreplace(unit), [c.xreplace(unit) for c in z.conds], z.divs)
-    pos, _, _ = _window(s, dilated=False)
-    cover = [c for p, o, O, m, K, H in zip(pos, s['o'], s['O'], s['m'], s['K'], s['H'])
-             for c in exact_cover(p, o, (0, O - 1), m, (0, K - 1), H)]
-    return And(*[Eq(D, 1) for D in s['D']], *cover), term
+    return And(*[Eq(D, 1) for D in s['D']], avg_tiling(dims)), undilated(d.result, dims)
+
+
+def undilated(z: ZSum, dims: int) -> ZSum:
+    """The Z-sum at dilation 1 on every axis."""
+    unit = {D: 1 for D in pool_symbols(dims)['D']}
+    return ZSum.make(z.vars, z.body.xreplace(unit), [c.xreplace(unit) for c in z.conds],
+                     [tuple(e.xreplace(unit) for e in div) for div in z.divs])
 
 
 def _uniform_facts(dims: int, padded: bool) -> list:
@@ -530,9 +532,8 @@ def _max_tiling() -> Verdict:
         start = Derivation.given(f'max_pool{dims}d input gradient per window and tap, dilation 1', term,
                                  'the chain rule, batch and channel deltas eliminated (rules.scatter_form)')
         gathered = to_gather(start, max_pool_layer(dims).index, hyps)
-        stated = Derivation.given(f'max_pool{dims}d gather form at dilation 1', ZSum.make(
-            grad.value.vars, grad.value.body.xreplace(unit), [c.xreplace(unit) for c in grad.value.conds],
-            [(a.xreplace(unit), b.xreplace(unit)) for a, b in grad.value.divs]), 'pool.max*d.backward')
+        stated = Derivation.given(f'max_pool{dims}d gather form at dilation 1', undilated(grad.value, dims),
+                                  'pool.max*d.backward')
         proofs.append(prove_equal(f'max_pool{dims}d: the tiling scatter form, its window deltas eliminated, is the '
                                   f'gather form', gathered, stated, hyps))
     one = [tiling_sizes(1, [(S * O, S, S, O)]) for S in (1, 2, 3) for O in (1, 2, 3)]
